@@ -1,0 +1,1 @@
+//! Holder for the criterion benches in `benches/`; see `benches/README.md`.

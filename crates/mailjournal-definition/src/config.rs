@@ -1,0 +1,232 @@
+//! The configuration file read by the reference server (the TOML contract of `DESIGN.md`).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Directory, InternalDomain, JournalDefinition};
+
+/// Exchange Online's largest message, and the default size limit: 150 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE_BYTES: u64 = 150 * 1024 * 1024;
+/// Default cap on simultaneous connections.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 1000;
+
+/// The `[server]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Socket addresses to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    /// Name used in the greeting and the EHLO reply.
+    #[serde(default = "default_hostname")]
+    pub hostname: String,
+    /// Spool, archive and state.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// PEM certificate chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_certificate: Option<PathBuf>,
+    /// PEM private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_private_key: Option<PathBuf>,
+    /// CIDR ranges always allowed to send to every definition.
+    #[serde(default)]
+    pub authorized_outbound_ranges: Vec<String>,
+    /// Largest message accepted, in bytes.
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size_bytes: u64,
+    /// Most simultaneous connections.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: default_listen(),
+            hostname: default_hostname(),
+            data_dir: default_data_dir(),
+            tls_certificate: None,
+            tls_private_key: None,
+            authorized_outbound_ranges: Vec::new(),
+            max_message_size_bytes: DEFAULT_MAX_MESSAGE_SIZE_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+fn default_listen() -> Vec<String> {
+    vec!["127.0.0.1:2525".to_owned()]
+}
+fn default_hostname() -> String {
+    "localhost.localdomain".to_owned()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("journal-data")
+}
+fn default_max_message_size() -> u64 {
+    DEFAULT_MAX_MESSAGE_SIZE_BYTES
+}
+fn default_max_connections() -> u32 {
+    DEFAULT_MAX_CONNECTIONS
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listener and storage settings.
+    #[serde(default)]
+    pub server: ServerSettings,
+    /// Internal domains and journal subdomains.
+    #[serde(default)]
+    pub internal_domain: Vec<InternalDomain>,
+    /// Known internal mailboxes.
+    #[serde(default)]
+    pub directory: Directory,
+    /// Journal Service Definitions.
+    #[serde(default)]
+    pub journal: Vec<JournalDefinition>,
+}
+
+/// A configuration text that could not be read as a [`Config`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{}: {message}", .line, .column)]
+pub struct ConfigError {
+    /// 1-based line of the offending text (1 when unknown).
+    pub line: usize,
+    /// 1-based column (in characters).
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn at(text: &str, offset: Option<usize>, message: String) -> Self {
+        let offset = offset.unwrap_or(0).min(text.len());
+        let before = text.get(..offset).unwrap_or(text);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        ConfigError {
+            line,
+            column,
+            message,
+        }
+    }
+}
+
+impl Config {
+    /// Parses the TOML form. Unknown keys are errors, reported with line and column.
+    ///
+    /// ```
+    /// use mailjournal_definition::Config;
+    /// let err = Config::from_toml("[server]\nlisten = [\"127.0.0.1:25\"]\nport = 25\n").unwrap_err();
+    /// assert_eq!((err.line, err.column), (3, 1));
+    /// ```
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            ConfigError::at(
+                text,
+                e.span().map(|s| s.start),
+                e.message().trim_end().to_owned(),
+            )
+        })
+    }
+
+    /// Parses the JSON form (same keys as the TOML form).
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        serde_json::from_str(text).map_err(|e| ConfigError {
+            line: e.line().max(1),
+            column: e.column().max(1),
+            message: e.to_string(),
+        })
+    }
+
+    /// Writes the TOML form.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
+    }
+
+    /// Writes the JSON form.
+    pub fn to_json(&self) -> String {
+        // A Config holds only strings, numbers, booleans and lists: serialisation cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example of DESIGN.md, verbatim: the contract users copy.
+    pub(crate) const DESIGN_EXAMPLE: &str = r#"
+[server]
+listen = ["127.0.0.1:2525"]            # one or more socket addresses
+hostname = "mx.journal.example.com"    # used in the greeting and EHLO reply
+data_dir = "journal-data"              # spool, archive, state
+tls_certificate = "cert.pem"           # PEM chain; absent in --dev mode (self-signed is generated)
+tls_private_key = "key.pem"
+authorized_outbound_ranges = []        # CIDR; always allowed to send to every definition
+max_message_size_bytes = 157286400     # 150 MiB
+max_connections = 1000
+
+[[internal_domain]]                    # Users & Groups | Internal Directories
+name = "example.com"
+
+[[internal_domain]]                    # the journal subdomain ("Add Subdomain")
+name = "journal.example.com"
+inbound_checks = "accept_all_inbounds"
+anti_spoofing_policy = false
+
+[directory]
+known_addresses = ["alice@example.com", "bob@example.com"]   # internal mailboxes known to the archive
+
+[[journal]]                            # Archive | Journaling | Journal Service Definition
+description = "Microsoft 365"
+transport_type = "smtp"
+disabled = false
+service_email_address = "journaling@journal.example.com"
+additional_source_ip_ranges = ["203.0.113.0/24", "198.51.100.7/32"]
+use_smtp_authentication = false
+password = ""                          # required when use_smtp_authentication = true
+initial_process_delay_minutes = 0
+delivery_wait_attempts = 3
+period_of_inactivity_allowed_minutes = 180
+journal_type = "eej"                   # "eej" | "eml"
+encrypted = true                       # accept only over TLS
+prefer_clear_text_version = false
+extended_deduplication = false
+remove_journal_headers = false
+journal_non_internal_addresses = false
+journal_unknown_internal_addresses = false
+"#;
+
+    #[test]
+    fn design_example_parses_validates_and_round_trips() {
+        let config = Config::from_toml(DESIGN_EXAMPLE).unwrap();
+        assert_eq!(config.server.max_message_size_bytes, 157_286_400);
+        assert_eq!(config.internal_domain.len(), 2);
+        assert_eq!(config.journal[0].additional_source_ip_ranges.len(), 2);
+        let report = config.validate();
+        assert!(!report.has_errors(), "{report}");
+        assert_eq!(
+            Config::from_toml(&config.to_toml().unwrap()).unwrap(),
+            config
+        );
+        assert_eq!(Config::from_json(&config.to_json()).unwrap(), config);
+    }
+
+    #[test]
+    fn syntax_errors_carry_line_and_column() {
+        let err = Config::from_toml("[server]\nmax_connections = \"many\"\n").unwrap_err();
+        assert_eq!(err.line, 2);
+        assert_eq!(err.column, 19);
+        assert!(
+            err.message.contains("u32") || err.message.contains("integer"),
+            "{err}"
+        );
+        let err = Config::from_json("{\"server\": {\"listen\": 5}}").unwrap_err();
+        assert_eq!(err.line, 1);
+    }
+}

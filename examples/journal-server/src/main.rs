@@ -1,0 +1,43 @@
+//! `journal-server`: the reference journaling server and its operator commands.
+
+mod config_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Journal connector for Microsoft 365 / Exchange journal reports.
+#[derive(Debug, Parser)]
+#[command(name = "journal-server", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a configuration file: prints every error and warning with its path.
+    /// Exit 0 when valid, 1 when not, 2 when it cannot be read or parsed.
+    CheckConfig {
+        /// The TOML (or, by extension, JSON) configuration file.
+        file: std::path::PathBuf,
+    },
+    /// Print a starter configuration with the definition provisioned for a primary domain.
+    Init {
+        /// The primary mail domain, e.g. contoso.com.
+        #[arg(long)]
+        domain: String,
+    },
+    /// Print the Exchange Online PowerShell that sets up Microsoft 365 journaling.
+    #[command(name = "m365-plan")]
+    M365Plan(config_cmd::PlanArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => config_cmd::check_config(&file),
+        Command::Init { domain } => config_cmd::init(&domain),
+        Command::M365Plan(args) => config_cmd::m365_plan(&args),
+    }
+}
