@@ -170,7 +170,8 @@ pub fn trim(bytes: &[u8]) -> &[u8] {
     trim_end(trim_start(bytes))
 }
 
-fn trim_start(bytes: &[u8]) -> &[u8] {
+/// Removes leading ASCII whitespace.
+pub fn trim_start(bytes: &[u8]) -> &[u8] {
     let n = bytes.iter().take_while(|b| b.is_ascii_whitespace()).count();
     &bytes[n..]
 }

@@ -8,4 +8,12 @@
 //! It owns parsing only: no IO, no policy (whether to archive is
 //! `mailjournal-definition`'s decision), no storage.
 
+pub mod decode;
+pub mod eml;
+pub mod envelope;
 pub mod header;
+pub mod item;
+pub mod mime;
+
+pub use envelope::{Envelope, Recipient, RecipientField};
+pub use item::{Format, JournalItem, ParseOptions, ReportVersion, Span, StepDown};

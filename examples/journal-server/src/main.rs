@@ -1,6 +1,7 @@
 //! `journal-server`: the reference journaling server and its operator commands.
 
 mod config_cmd;
+mod inspect;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,18 @@ enum Command {
         #[arg(long)]
         domain: String,
     },
+    /// Parse journal items and print one JSON object per file (exit 2 if a file is unreadable).
+    Inspect {
+        /// Read every file as standard EML (the definition's journal type "eml").
+        #[arg(long)]
+        eml: bool,
+        /// Report the decrypted copy as the original when present.
+        #[arg(long)]
+        prefer_clear_text_version: bool,
+        /// The journal items.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+    },
     /// Print the Exchange Online PowerShell that sets up Microsoft 365 journaling.
     #[command(name = "m365-plan")]
     M365Plan(config_cmd::PlanArgs),
@@ -39,5 +52,21 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => config_cmd::check_config(&file),
         Command::Init { domain } => config_cmd::init(&domain),
         Command::M365Plan(args) => config_cmd::m365_plan(&args),
+        Command::Inspect {
+            eml,
+            prefer_clear_text_version,
+            files,
+        } => {
+            let options = mailjournal::envelope::ParseOptions {
+                journal_type: if eml {
+                    mailjournal::envelope::Format::Eml
+                } else {
+                    mailjournal::envelope::Format::Envelope
+                },
+                prefer_clear_text_version,
+                remove_journal_headers: false,
+            };
+            inspect::inspect(&files, &options)
+        }
     }
 }
