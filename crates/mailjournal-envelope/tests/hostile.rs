@@ -228,26 +228,3 @@ proptest! {
         parse(&bytes);
     }
 }
-
-/// Every checked-in `envelope_parse` fuzz input, replayed with the fuzz target's invariants.
-#[test]
-fn replay_envelope_parse_fuzz_corpus() {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/envelope_parse");
-    let mut replayed = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let data = std::fs::read(entry.unwrap().path()).unwrap();
-        for journal_type in [Format::Envelope, Format::Eml] {
-            let options = ParseOptions {
-                journal_type,
-                prefer_clear_text_version: true,
-                remove_journal_headers: true,
-            };
-            let item = JournalItem::parse(&data, &options);
-            check_invariants(&data, &item);
-            assert!(item.archived_message(&options).len() <= data.len());
-        }
-        replayed += 1;
-    }
-    assert!(replayed >= 11, "the seed corpus is checked in");
-}

@@ -1,0 +1,546 @@
+//! The journal item lifecycle: every accepted item waits the definition's initial process
+//! delay, is matched against the archive up to *delivery wait attempts* times, and is then
+//! merged into the matching archived item or archived as new, all driven by the host.
+//!
+//! ```text
+//! enqueue ─▶ Waiting ──poll: due──▶ Matching ──NotFound, attempts left──▶ Waiting
+//!               │                      │ └─NotFound, last attempt──▶ Archiving ─▶ Archived
+//!               │                      └─Found──▶ Merged
+//!               └─poll: older than max age──▶ Expired
+//! any non-terminal ── host: policy drop ─▶ NotArchived     ── host: failure ─▶ Failed ─retry─▶ Waiting
+//! ```
+//!
+//! The queue never reads a clock: `now` is an argument, [`Queue::poll`] returns the
+//! [`Action`]s whose time has come and [`Queue::next_deadline`] says when to call it again.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Duration, Timestamp};
+
+/// Identifies an item: the host's queue id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ItemId(pub u64);
+
+impl std::fmt::Display for ItemId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016X}", self.0)
+    }
+}
+
+/// Queue-wide parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueParams {
+    /// Time between two match attempts (default one minute).
+    pub attempt_interval: Duration,
+    /// Items older than this when they would be processed expire (default 30 days).
+    pub max_age: Duration,
+    /// With extended de-duplication, how long after receipt an item may not be archived as
+    /// new (ten minutes, per the specification).
+    pub extended_deduplication_hold: Duration,
+}
+
+impl Default for QueueParams {
+    fn default() -> Self {
+        QueueParams {
+            attempt_interval: Duration::minutes(1),
+            max_age: Duration::days(30),
+            extended_deduplication_hold: Duration::minutes(10),
+        }
+    }
+}
+
+/// The per-definition timing options an item is processed under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timing {
+    /// Wait before the first match attempt.
+    pub initial_process_delay: Duration,
+    /// Match attempts before archiving as new (at least one is made).
+    pub delivery_wait_attempts: u32,
+    /// Hold the item at least ten minutes for the gateway copy.
+    pub extended_deduplication: bool,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            initial_process_delay: Duration(0),
+            delivery_wait_attempts: 3,
+            extended_deduplication: false,
+        }
+    }
+}
+
+/// What the host knows of an item when it enqueues it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemMeta {
+    /// The queue id.
+    pub id: ItemId,
+    /// The journal definition (its description) the item arrived for.
+    pub definition: String,
+    /// The SMTP sender of the item (for an envelope item, the report's sender).
+    pub sender: String,
+    /// The SMTP recipients of the item (for an envelope item, the journal address).
+    pub recipients: Vec<String>,
+    /// When it was accepted.
+    pub received_at: Timestamp,
+    /// The definition's timing options.
+    pub timing: Timing,
+}
+
+/// Where an item is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ItemState {
+    /// Waiting until `due` for its next step.
+    Waiting {
+        /// When the next step is due.
+        due: Timestamp,
+    },
+    /// A match attempt was handed to the host; waiting for its answer.
+    Matching,
+    /// Archiving as new was handed to the host; waiting for its confirmation.
+    Archiving,
+    /// Merged into an archived item (terminal).
+    Merged {
+        /// The archived item it joined.
+        into: ItemId,
+    },
+    /// Archived as a new item (terminal).
+    Archived,
+    /// Too old when it would have been processed (terminal).
+    Expired,
+    /// The archive policy dropped it (terminal); the reason is kept.
+    NotArchived {
+        /// Why.
+        reason: String,
+    },
+    /// Parsing or storage failed; stays until an operator retries it.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ItemState {
+    /// The state's name in queue details and `status` output.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ItemState::Waiting { .. } => "waiting",
+            ItemState::Matching => "matching",
+            ItemState::Archiving => "archiving",
+            ItemState::Merged { .. } => "merged",
+            ItemState::Archived => "archived",
+            ItemState::Expired => "expired",
+            ItemState::NotArchived { .. } => "not_archived",
+            ItemState::Failed { .. } => "failed",
+        }
+    }
+
+    /// True when the item will not move again on its own (retrying a failed item is an
+    /// operator's decision).
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            ItemState::Merged { .. }
+                | ItemState::Archived
+                | ItemState::Expired
+                | ItemState::NotArchived { .. }
+                | ItemState::Failed { .. }
+        )
+    }
+}
+
+/// What the host must do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    /// Look for an archived item with the same match key; answer with
+    /// [`Queue::on_match_result`].
+    TryMatch(ItemId),
+    /// Archive the item as new; confirm with [`Queue::on_archived`].
+    Archive(ItemId),
+    /// The item expired; the host may report it (no answer expected).
+    Expire(ItemId),
+}
+
+/// The host's answer to [`Action::TryMatch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MatchResult {
+    /// An archived item matched, and the host merged this item's recipients into it.
+    Found(ItemId),
+    /// No match yet.
+    NotFound,
+}
+
+/// A call that does not fit the item's state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    /// No such item.
+    #[error("unknown item {0}")]
+    Unknown(ItemId),
+    /// The id is already queued.
+    #[error("item {0} is already queued")]
+    Duplicate(ItemId),
+    /// The answer does not fit the state (e.g. a match result for an item not matching).
+    #[error("item {id} is {state}, not {expected}")]
+    WrongState {
+        /// The item.
+        id: ItemId,
+        /// Its state's name.
+        state: &'static str,
+        /// The state the call needs.
+        expected: &'static str,
+    },
+}
+
+/// One item with its progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    /// What the host told at enqueue.
+    pub meta: ItemMeta,
+    /// Where it is.
+    pub state: ItemState,
+    /// Match attempts made so far.
+    pub attempts: u32,
+    /// When the state last changed.
+    pub updated_at: Timestamp,
+}
+
+/// The whole queue state, for persistence: [`Queue::snapshot`] and [`Queue::restore`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Queue parameters.
+    pub params: QueueParams,
+    /// Every item.
+    pub items: Vec<Item>,
+}
+
+/// The lifecycle state machine of every item.
+///
+/// ```
+/// use mailjournal_queue::{Action, Duration, ItemId, ItemMeta, MatchResult, Queue, QueueParams, Timestamp, Timing};
+/// let mut q = Queue::new(QueueParams::default());
+/// let t0 = Timestamp(0);
+/// let meta = ItemMeta { id: ItemId(1), definition: "M365".into(), sender: "".into(),
+///     recipients: vec!["journaling@journal.contoso.com".into()], received_at: t0, timing: Timing::default() };
+/// q.enqueue(meta, t0).unwrap();
+/// assert_eq!(q.poll(t0), vec![Action::TryMatch(ItemId(1))]);
+/// q.on_match_result(ItemId(1), MatchResult::NotFound, t0).unwrap();
+/// assert_eq!(q.next_deadline(), Some(t0 + Duration::minutes(1)));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Queue {
+    params: QueueParams,
+    items: HashMap<ItemId, Item>,
+    /// Waiting items by due time: `poll` pops only what is due.
+    due: BTreeSet<(Timestamp, ItemId)>,
+}
+
+impl Queue {
+    /// An empty queue.
+    pub fn new(params: QueueParams) -> Self {
+        Queue {
+            params,
+            items: HashMap::new(),
+            due: BTreeSet::new(),
+        }
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> QueueParams {
+        self.params
+    }
+
+    /// Adds an accepted item. Its first step is due after the initial process delay.
+    pub fn enqueue(&mut self, meta: ItemMeta, now: Timestamp) -> Result<(), QueueError> {
+        if self.items.contains_key(&meta.id) {
+            return Err(QueueError::Duplicate(meta.id));
+        }
+        let id = meta.id;
+        let due = meta.received_at + meta.timing.initial_process_delay;
+        self.items.insert(
+            id,
+            Item {
+                meta,
+                state: ItemState::Waiting { due },
+                attempts: 0,
+                updated_at: now,
+            },
+        );
+        self.due.insert((due, id));
+        Ok(())
+    }
+
+    /// Returns every action whose time has come, in due order, and moves the items on.
+    pub fn poll(&mut self, now: Timestamp) -> Vec<Action> {
+        let mut actions = Vec::new();
+        while let Some(&(due, id)) = self.due.first() {
+            if due > now {
+                break;
+            }
+            self.due.pop_first();
+            let params = self.params;
+            let Some(item) = self.items.get_mut(&id) else {
+                continue;
+            };
+            if item.state != (ItemState::Waiting { due }) {
+                continue;
+            }
+            let received = item.meta.received_at;
+            if now.since(received) > params.max_age {
+                item.state = ItemState::Expired;
+                item.updated_at = now;
+                actions.push(Action::Expire(id));
+                continue;
+            }
+            let timing = item.meta.timing;
+            let max_attempts = timing.delivery_wait_attempts.max(1);
+            if item.attempts >= max_attempts {
+                // Only reached after a restore of an item whose last answer was lost.
+                item.state = ItemState::Archiving;
+                item.updated_at = now;
+                actions.push(Action::Archive(id));
+                continue;
+            }
+            // With extended de-duplication the last attempt, after which the item is
+            // archived as new, waits until the gateway copy has had its ten minutes.
+            let hold_until = received + params.extended_deduplication_hold;
+            if timing.extended_deduplication
+                && item.attempts + 1 == max_attempts
+                && now < hold_until
+            {
+                item.state = ItemState::Waiting { due: hold_until };
+                self.due.insert((hold_until, id));
+                continue;
+            }
+            item.attempts += 1;
+            item.state = ItemState::Matching;
+            item.updated_at = now;
+            actions.push(Action::TryMatch(id));
+        }
+        actions
+    }
+
+    /// The host's answer to a [`Action::TryMatch`]. `Found` ends the item as merged; a miss
+    /// schedules the next attempt, or, after the last one, returns [`Action::Archive`].
+    pub fn on_match_result(
+        &mut self,
+        id: ItemId,
+        result: MatchResult,
+        now: Timestamp,
+    ) -> Result<Option<Action>, QueueError> {
+        let interval = self.params.attempt_interval;
+        let item = self.expect_state(id, "matching", |s| *s == ItemState::Matching)?;
+        item.updated_at = now;
+        match result {
+            MatchResult::Found(into) => {
+                item.state = ItemState::Merged { into };
+                Ok(None)
+            }
+            MatchResult::NotFound
+                if item.attempts < item.meta.timing.delivery_wait_attempts.max(1) =>
+            {
+                let due = now + interval;
+                item.state = ItemState::Waiting { due };
+                self.due.insert((due, id));
+                Ok(None)
+            }
+            MatchResult::NotFound => {
+                item.state = ItemState::Archiving;
+                Ok(Some(Action::Archive(id)))
+            }
+        }
+    }
+
+    /// The host archived the item as new.
+    pub fn on_archived(&mut self, id: ItemId, now: Timestamp) -> Result<(), QueueError> {
+        let item = self.expect_state(id, "archiving", |s| *s == ItemState::Archiving)?;
+        item.state = ItemState::Archived;
+        item.updated_at = now;
+        Ok(())
+    }
+
+    /// The archive policy dropped the item; the reason stays visible.
+    pub fn on_not_archived(
+        &mut self,
+        id: ItemId,
+        reason: impl Into<String>,
+        now: Timestamp,
+    ) -> Result<(), QueueError> {
+        self.settle(
+            id,
+            ItemState::NotArchived {
+                reason: reason.into(),
+            },
+            now,
+        )
+    }
+
+    /// Parsing or storage failed; the item stays `failed` until [`retry`](Self::retry).
+    pub fn on_failed(
+        &mut self,
+        id: ItemId,
+        reason: impl Into<String>,
+        now: Timestamp,
+    ) -> Result<(), QueueError> {
+        self.settle(
+            id,
+            ItemState::Failed {
+                reason: reason.into(),
+            },
+            now,
+        )
+    }
+
+    /// Moves a non-terminal item to a host-decided resting state, unscheduling it.
+    fn settle(&mut self, id: ItemId, state: ItemState, now: Timestamp) -> Result<(), QueueError> {
+        let item = self.expect_state(id, "not terminal", |s| !s.is_terminal())?;
+        let scheduled = match item.state {
+            ItemState::Waiting { due } => Some(due),
+            _ => None,
+        };
+        item.state = state;
+        item.updated_at = now;
+        if let Some(due) = scheduled {
+            // Keeps `next_deadline` exact.
+            self.due.remove(&(due, id));
+        }
+        Ok(())
+    }
+
+    /// An operator retries a failed item: it starts over, due now, with its attempts reset.
+    pub fn retry(&mut self, id: ItemId, now: Timestamp) -> Result<(), QueueError> {
+        let item = self.expect_state(id, "failed", |s| matches!(s, ItemState::Failed { .. }))?;
+        item.state = ItemState::Waiting { due: now };
+        item.attempts = 0;
+        item.updated_at = now;
+        self.due.insert((now, id));
+        Ok(())
+    }
+
+    /// When [`poll`](Self::poll) next has something to do.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.due.first().map(|&(due, _)| due)
+    }
+
+    /// One item.
+    pub fn item(&self, id: ItemId) -> Option<&Item> {
+        self.items.get(&id)
+    }
+
+    /// Number of items held.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True when no item is held.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Forgets terminal items last changed before `before` (they live on in the archive).
+    pub fn prune(&mut self, before: Timestamp) -> usize {
+        let old = self.items.len();
+        self.items.retain(|_, item| {
+            !(item.state.is_terminal()
+                && !matches!(item.state, ItemState::Failed { .. })
+                && item.updated_at < before)
+        });
+        old - self.items.len()
+    }
+
+    /// The whole state, for persistence.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut items: Vec<Item> = self.items.values().cloned().collect();
+        items.sort_by_key(|i| i.meta.id);
+        Snapshot {
+            params: self.params,
+            items,
+        }
+    }
+
+    /// Rebuilds a queue from a snapshot. Items whose action was handed to the host but not
+    /// answered (`matching`, `archiving`) are due again at `now`: the host may have crashed
+    /// before acting, so the action is repeated (hosts make matching and archiving idempotent).
+    pub fn restore(snapshot: Snapshot, now: Timestamp) -> Self {
+        let mut queue = Queue::new(snapshot.params);
+        for mut item in snapshot.items {
+            match item.state {
+                ItemState::Waiting { due } => {
+                    queue.due.insert((due, item.meta.id));
+                }
+                ItemState::Matching => {
+                    // The unanswered attempt is made again, not counted twice.
+                    item.attempts = item.attempts.saturating_sub(1);
+                    item.state = ItemState::Waiting { due: now };
+                    queue.due.insert((now, item.meta.id));
+                }
+                ItemState::Archiving => {
+                    item.state = ItemState::Waiting { due: now };
+                    queue.due.insert((now, item.meta.id));
+                }
+                _ => {}
+            }
+            queue.items.insert(item.meta.id, item);
+        }
+        queue
+    }
+
+    /// Queue details as an operator checks them after setup: counts per state, the oldest
+    /// pending item's age, and the newest `limit` items (0: all), newest first.
+    pub fn details(&self, now: Timestamp, limit: usize) -> QueueDetails {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        let mut oldest_pending: Option<Timestamp> = None;
+        for item in self.items.values() {
+            *counts.entry(item.state.name().to_owned()).or_default() += 1;
+            if !item.state.is_terminal() {
+                let r = item.meta.received_at;
+                oldest_pending = Some(oldest_pending.map_or(r, |o| o.min(r)));
+            }
+        }
+        let mut items: Vec<&Item> = self.items.values().collect();
+        items.sort_by(|a, b| {
+            b.meta
+                .received_at
+                .cmp(&a.meta.received_at)
+                .then(b.meta.id.cmp(&a.meta.id))
+        });
+        if limit > 0 {
+            items.truncate(limit);
+        }
+        QueueDetails {
+            counts,
+            oldest_pending_age: oldest_pending.map(|o| now.since(o)),
+            items: items.into_iter().cloned().collect(),
+        }
+    }
+
+    fn expect_state(
+        &mut self,
+        id: ItemId,
+        expected: &'static str,
+        ok: impl Fn(&ItemState) -> bool,
+    ) -> Result<&mut Item, QueueError> {
+        let item = self.items.get_mut(&id).ok_or(QueueError::Unknown(id))?;
+        if !ok(&item.state) {
+            return Err(QueueError::WrongState {
+                id,
+                state: item.state.name(),
+                expected,
+            });
+        }
+        Ok(item)
+    }
+}
+
+/// What [`Queue::details`] returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueDetails {
+    /// Items per state name.
+    pub counts: BTreeMap<String, usize>,
+    /// Age of the oldest item not yet in a terminal state.
+    pub oldest_pending_age: Option<Duration>,
+    /// The items listed, newest first.
+    pub items: Vec<Item>,
+}
