@@ -353,6 +353,25 @@ impl<'a> JournalItem<'a> {
     }
 }
 
+impl JournalItem<'_> {
+    /// The archived message's `Date`, as seconds since the Unix epoch (UTC): with the
+    /// Message-ID, the key that identifies one message across its several journal reports.
+    ///
+    /// ```
+    /// use mailjournal_envelope::{Format, JournalItem, ParseOptions};
+    /// let opts = ParseOptions { journal_type: Format::Eml, ..Default::default() };
+    /// let item = JournalItem::parse(b"Date: Mon, 6 May 2024 09:14:58 +0200\r\n\r\n", &opts);
+    /// assert_eq!(item.sent_at(&opts), Some(1_714_979_698));
+    /// ```
+    pub fn sent_at(&self, options: &ParseOptions) -> Option<i64> {
+        let message = self.archived_message(options);
+        let block = header::header_block(&message);
+        let headers = &message[..block.fields_len.min(MAX_HEADER_BYTES)];
+        let parsed = mail_parser::MessageParser::new().parse_headers(headers)?;
+        parsed.date().map(|d| d.to_timestamp())
+    }
+}
+
 /// Removes every field named in `names` (with its folded continuation lines) from the header
 /// block of `message`; every other byte stays as it was. Borrows when nothing is removed.
 ///

@@ -1,7 +1,11 @@
 //! `journal-server`: the reference journaling server and its operator commands.
 
+mod clock;
 mod config_cmd;
 mod inspect;
+mod serve;
+mod status;
+mod store;
 
 use std::process::ExitCode;
 
@@ -17,6 +21,31 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the journal connector (SMTP server).
+    Serve(serve::ServeArgs),
+    /// Service status per journal definition and queue details; works while the server runs.
+    Status {
+        /// The server's data directory.
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Items listed, newest first (0: all).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Write the stored bytes of one item to standard output (exit 1 when the id is unknown).
+    Get {
+        /// The server's data directory.
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// The queue id from the 250 reply.
+        id: String,
+        /// The bytes exactly as the client transmitted them (after dot-unstuffing).
+        #[arg(long)]
+        as_received: bool,
+    },
     /// Check a configuration file: prints every error and warning with its path.
     /// Exit 0 when valid, 1 when not, 2 when it cannot be read or parsed.
     CheckConfig {
@@ -49,6 +78,17 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => serve::serve(args),
+        Command::Status {
+            data_dir,
+            json,
+            limit,
+        } => status::status(&data_dir, json, limit),
+        Command::Get {
+            data_dir,
+            id,
+            as_received,
+        } => status::get(&data_dir, &id, as_received),
         Command::CheckConfig { file } => config_cmd::check_config(&file),
         Command::Init { domain } => config_cmd::init(&domain),
         Command::M365Plan(args) => config_cmd::m365_plan(&args),

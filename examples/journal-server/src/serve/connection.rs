@@ -1,0 +1,315 @@
+//! One task per connection: socket IO around `mailjournal_smtp::Session`. All protocol rules
+//! live in the session; this file reads, writes, spools, upgrades to TLS and keeps time.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+
+use mailjournal::definition::Policy;
+use mailjournal::smtp::{Event, Session, SessionConfig, TlsInfo, Transaction};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use super::pipeline::Input;
+use super::spool::{CommitError, Record, Spool, SpoolWriter, format_id};
+use crate::clock;
+
+/// What every connection shares.
+pub(crate) struct Shared {
+    pub(crate) session_config: Arc<SessionConfig>,
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) spool: Arc<Spool>,
+    pub(crate) tls: TlsAcceptor,
+    pub(crate) pipeline: std::sync::Mutex<Sender<Input>>,
+}
+
+/// Slowest acceptable client while a message is being received, in bytes per second,
+/// averaged over the message (Postfix's `smtpd_min_data_rate` idea).
+const MIN_DATA_RATE: u64 = 500;
+
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// Only while the plain stream is being handed to the TLS handshake.
+    Upgrading,
+}
+
+impl Transport {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.read(buf).await,
+            Transport::Tls(s) => s.read(buf).await,
+            Transport::Upgrading => Ok(0),
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Transport::Plain(s) => write_flush(s, bytes).await,
+            Transport::Tls(s) => write_flush(s.as_mut(), bytes).await,
+            Transport::Upgrading => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = match self {
+            Transport::Plain(s) => s.shutdown().await,
+            Transport::Tls(s) => s.shutdown().await,
+            Transport::Upgrading => Ok(()),
+        };
+    }
+}
+
+async fn write_flush<S: AsyncWrite + Unpin + ?Sized>(
+    s: &mut S,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    s.write_all(bytes).await?;
+    s.flush().await
+}
+
+/// The message being received.
+struct Incoming {
+    writer: SpoolWriter,
+    transaction: Transaction,
+    started: std::time::Instant,
+    received: u64,
+    failed: Option<std::io::Error>,
+}
+
+/// Serves one client until it leaves, times out, or the server shuts down.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut session = Session::new(
+        shared.session_config.clone(),
+        shared.policy.clone(),
+        peer.ip(),
+    );
+    let mut transport = Transport::Plain(stream);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut incoming: Option<Incoming> = None;
+    let mut shutdown_seen = false;
+    loop {
+        if let Err(e) = drive(&mut session, &mut transport, &mut incoming, &shared, peer).await {
+            tracing::debug!(%peer, error = %e, "connection ended");
+            break;
+        }
+        if session.is_closed() {
+            break;
+        }
+        let Some(timeout) = session.timeout() else {
+            continue;
+        };
+        let mut limit = timeout.duration();
+        if let Some(msg) = &incoming {
+            // Minimum data rate: after a minute's grace, the message so far must have come at
+            // MIN_DATA_RATE or better, or the session times out.
+            let allowed = std::time::Duration::from_secs(msg.received / MIN_DATA_RATE + 60);
+            limit = limit.min(
+                allowed
+                    .saturating_sub(msg.started.elapsed())
+                    .max(std::time::Duration::from_secs(1)),
+            );
+        }
+        let read = tokio::select! {
+            read = tokio::time::timeout(limit, transport.read(&mut buf)) => read,
+            _ = shutdown.changed(), if !shutdown_seen => {
+                shutdown_seen = true;
+                session.shutdown();
+                continue;
+            }
+        };
+        match read {
+            Err(_) => session.on_timeout(),
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                session.on_disconnect();
+                let _ = drive(&mut session, &mut transport, &mut incoming, &shared, peer).await;
+                break;
+            }
+            Ok(Ok(n)) => {
+                let mut used = 0;
+                while used < n {
+                    used += session.feed(&buf[used..n]);
+                    if used < n {
+                        // The session holds pipelined input while a commit is pending.
+                        if drive(&mut session, &mut transport, &mut incoming, &shared, peer)
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(msg) = incoming.take() {
+        msg.writer.discard();
+    }
+    transport.shutdown().await;
+}
+
+/// Handles the session's events and writes its output, until it has nothing more.
+async fn drive(
+    session: &mut Session,
+    transport: &mut Transport,
+    incoming: &mut Option<Incoming>,
+    shared: &Shared,
+    peer: SocketAddr,
+) -> std::io::Result<()> {
+    loop {
+        let mut progressed = false;
+        while let Some(event) = session.poll_event() {
+            progressed = true;
+            match event {
+                Event::MessageStart(transaction) => {
+                    if let Some(old) = incoming.take() {
+                        old.writer.discard();
+                    }
+                    match shared.spool.begin() {
+                        Ok(writer) => {
+                            *incoming = Some(Incoming {
+                                writer,
+                                transaction: *transaction,
+                                started: std::time::Instant::now(),
+                                received: 0,
+                                failed: None,
+                            })
+                        }
+                        Err(e) => tracing::error!(%peer, error = %e, "cannot open a spool file"),
+                    }
+                }
+                Event::MessageData(bytes) => {
+                    if let Some(msg) = incoming.as_mut() {
+                        msg.received += bytes.len() as u64;
+                        if msg.failed.is_none()
+                            && let Err(e) = msg.writer.write(&bytes)
+                        {
+                            msg.failed = Some(e);
+                        }
+                    }
+                }
+                Event::MessageComplete { size } => {
+                    commit(session, incoming.take(), shared, peer, size).await
+                }
+                Event::MessageAborted(reason) => {
+                    if let Some(msg) = incoming.take() {
+                        msg.writer.discard();
+                    }
+                    tracing::info!(%peer, ?reason, "message aborted");
+                }
+                Event::StartTls => {
+                    transport.write_all(&session.take_output()).await?;
+                    let Transport::Plain(tcp) = std::mem::replace(transport, Transport::Upgrading)
+                    else {
+                        return Err(std::io::Error::other("STARTTLS on a TLS transport"));
+                    };
+                    // The handshake runs on the raw socket: nothing buffered can leak into it.
+                    let tls = tokio::time::timeout(
+                        std::time::Duration::from_secs(60),
+                        shared.tls.accept(tcp),
+                    )
+                    .await
+                    .map_err(|_| std::io::Error::other("TLS handshake timed out"))??;
+                    let (_, conn) = tls.get_ref();
+                    let info = TlsInfo {
+                        version: conn
+                            .protocol_version()
+                            .map_or("unknown".into(), |v| format!("{v:?}")),
+                        cipher: conn
+                            .negotiated_cipher_suite()
+                            .map_or("unknown".into(), |c| format!("{:?}", c.suite())),
+                    };
+                    *transport = Transport::Tls(Box::new(tls));
+                    session.tls_established(info);
+                }
+                Event::AuthFailure { failures } => {
+                    tracing::warn!(%peer, failures, "authentication failed");
+                    // Slow down guessing: one second per failure before the reply.
+                    tokio::time::sleep(std::time::Duration::from_secs(u64::from(failures))).await;
+                }
+                Event::Close => {}
+            }
+        }
+        if session.has_output() {
+            transport.write_all(&session.take_output()).await?;
+            progressed = true;
+        }
+        if !progressed {
+            return Ok(());
+        }
+    }
+}
+
+async fn commit(
+    session: &mut Session,
+    incoming: Option<Incoming>,
+    shared: &Shared,
+    peer: SocketAddr,
+    size: u64,
+) {
+    let Some(msg) = incoming else {
+        session.commit_failed();
+        return;
+    };
+    if let Some(e) = &msg.failed {
+        tracing::error!(%peer, error = %e, "spool write failed");
+        let full = e.raw_os_error() == Some(28);
+        msg.writer.discard();
+        return if full {
+            session.storage_full()
+        } else {
+            session.commit_failed()
+        };
+    }
+    if shared.spool.low_on_space() {
+        msg.writer.discard();
+        return session.storage_full();
+    }
+    let t = &msg.transaction;
+    let id = format_id(msg.writer.id());
+    let record = Record {
+        id: id.clone(),
+        received_at: clock::now().0,
+        peer: t.peer.to_string(),
+        helo: t.helo.clone(),
+        tls_version: t.tls.as_ref().map(|i| i.version.clone()),
+        tls_cipher: t.tls.as_ref().map(|i| i.cipher.clone()),
+        authenticated: t.authenticated.clone(),
+        mail_from: t.mail_from.clone(),
+        recipients: t.recipients.iter().map(|r| r.address.clone()).collect(),
+        journals: t.recipients.iter().map(|r| r.journal).collect(),
+        size,
+        sha256: String::new(),
+    };
+    let definition = t
+        .recipients
+        .first()
+        .and_then(|r| shared.policy.journals.get(r.journal))
+        .map(|j| j.definition.description.clone());
+    let tls = t.tls.as_ref().map(|i| i.version.clone());
+    match shared.spool.commit(msg.writer, record).await {
+        Ok(record) => {
+            session.committed(&id);
+            tracing::info!(%peer, tls = tls.as_deref().unwrap_or("none"), definition = definition.as_deref().unwrap_or(""), size, queue_id = %id, result = "queued", "transaction");
+            if let Ok(pipeline) = shared.pipeline.lock() {
+                let _ = pipeline.send(Input::Accepted(Box::new(record)));
+            }
+        }
+        Err(CommitError::StorageFull) => {
+            tracing::error!(%peer, "storage full");
+            session.storage_full();
+        }
+        Err(CommitError::Io(e)) => {
+            tracing::error!(%peer, error = %e, "commit failed");
+            session.commit_failed();
+        }
+    }
+}

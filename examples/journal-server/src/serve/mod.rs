@@ -1,0 +1,332 @@
+//! `journal-server serve`: wiring only. Configuration → policy; TLS; spool recovery; the
+//! pipeline thread; one task per connection; graceful shutdown on SIGINT/SIGTERM.
+
+mod connection;
+mod pipeline;
+pub(crate) mod spool;
+mod tls;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use mailjournal::definition::{Config, Policy, provision};
+use mailjournal::queue::Duration;
+use mailjournal::smtp::SessionConfig;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::store::Store;
+
+/// Connections one client address may hold at once.
+const MAX_CONNECTIONS_PER_CLIENT: usize = 50;
+/// Free space the spool keeps; below it messages get `452 4.3.1`.
+const SPOOL_RESERVE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Arguments of `serve`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// The configuration file (TOML, or JSON by extension).
+    #[arg(long, conflicts_with = "dev", required_unless_present = "dev")]
+    config: Option<PathBuf>,
+    /// Embedded defaults for a first run: example.com provisioned, accepting from 127.0.0.0/8,
+    /// a self-signed certificate, data in ./journal-data, listening on 127.0.0.1:2525.
+    #[arg(long)]
+    dev: bool,
+    /// Override the listen addresses (e.g. 127.0.0.1:0 for tests; the bound address is printed).
+    #[arg(long)]
+    listen: Vec<String>,
+    /// Override the data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Seconds between match attempts (default 60, the queue's interval).
+    #[arg(long, default_value_t = 60)]
+    match_interval_seconds: u64,
+}
+
+fn dev_config() -> Config {
+    let mut config = provision::starter_config("example.com").unwrap_or_default();
+    config.server.hostname = "localhost.localdomain".into();
+    config.server.listen = vec!["127.0.0.1:2525".into()];
+    config.server.data_dir = PathBuf::from("journal-data");
+    if let Some(journal) = config.journal.first_mut() {
+        journal.description = "Microsoft 365 (dev)".into();
+        journal.additional_source_ip_ranges = vec!["127.0.0.0/8".into()];
+    }
+    config
+}
+
+pub(crate) fn serve(args: ServeArgs) -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let mut config = match &args.config {
+        Some(path) => match crate::config_cmd::load(path) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => dev_config(),
+    };
+    if !args.listen.is_empty() {
+        config.server.listen = args.listen.clone();
+    }
+    if let Some(dir) = &args.data_dir {
+        config.server.data_dir = dir.clone();
+    }
+    let (policy, warnings) = match Policy::from_config(&config) {
+        Ok(ok) => ok,
+        Err(report) => {
+            eprint!("{report}");
+            return ExitCode::from(1);
+        }
+    };
+    for warning in &warnings.problems {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(config, policy, args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("journal-server: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), String> {
+    let data_dir = config.server.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let tls = match (
+        &config.server.tls_certificate,
+        &config.server.tls_private_key,
+        args.dev,
+    ) {
+        (Some(cert), Some(key), false) => tls::load(cert, key)?,
+        _ => {
+            let (tls, path) = tls::self_signed(&data_dir, &config.server.hostname)?;
+            println!("self-signed certificate: {}", path.display());
+            tls
+        }
+    };
+
+    let mut store = Store::open(&data_dir)?;
+    let connectors: Vec<_> = config
+        .journal
+        .iter()
+        .map(|j| {
+            (
+                j.description.clone(),
+                j.service_email_address.clone(),
+                j.disabled,
+                j.period_of_inactivity_allowed_minutes,
+            )
+        })
+        .collect();
+    store
+        .set_connectors(&connectors)
+        .map_err(|e| e.to_string())?;
+    let (spool, recovery) =
+        spool::Spool::open(&data_dir, SPOOL_RESERVE_BYTES).map_err(|e| format!("spool: {e}"))?;
+    tracing::info!(
+        committed = recovery.records.len(),
+        torn_tail_bytes = recovery.truncated_bytes,
+        discarded_unacknowledged = recovery.discarded.len(),
+        quarantined = recovery.quarantined.len(),
+        "spool recovered"
+    );
+    for id in &recovery.quarantined {
+        tracing::error!(id = %id, "corrupt spooled message quarantined");
+    }
+
+    let policy = Arc::new(policy);
+    let interval = Duration::seconds(args.match_interval_seconds.max(1));
+    let mut pipeline = pipeline::Pipeline::new(policy.clone(), data_dir.clone(), store, interval);
+    for record in &recovery.records {
+        pipeline.accept(record, false);
+    }
+    let (pipeline_tx, pipeline_rx) = std::sync::mpsc::channel();
+    let pipeline_thread = std::thread::Builder::new()
+        .name("pipeline".into())
+        .spawn(move || pipeline.run(pipeline_rx))
+        .map_err(|e| e.to_string())?;
+
+    let session_config = SessionConfig {
+        hostname: config.server.hostname.clone(),
+        max_message_size: config.server.max_message_size_bytes,
+        ..SessionConfig::default()
+    };
+    let shared = Arc::new(connection::Shared {
+        session_config: Arc::new(session_config),
+        policy,
+        spool: Arc::new(spool),
+        tls: tokio_rustls::TlsAcceptor::from(tls),
+        pipeline: Mutex::new(pipeline_tx.clone()),
+    });
+
+    let mut listeners = Vec::new();
+    for address in &config.server.listen {
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|e| format!("listen {address}: {e}"))?;
+        let bound = listener.local_addr().map_err(|e| e.to_string())?;
+        println!("listening on {bound}");
+        listeners.push(listener);
+    }
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let limits = Arc::new(Limits {
+        max: config.server.max_connections as usize,
+        state: Mutex::new((0, HashMap::new())),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for listener in listeners {
+        tasks.spawn(accept_loop(
+            listener,
+            shared.clone(),
+            limits.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down: no new connections, finishing sessions");
+    let _ = shutdown_tx.send(true);
+    let deadline = tokio::time::sleep(std::time::Duration::from_secs(30));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            next = tasks.join_next() => if next.is_none() { break },
+            _ = &mut deadline => { tasks.abort_all(); break }
+        }
+    }
+    let _ = pipeline_tx.send(pipeline::Input::Shutdown);
+    drop(shared);
+    let _ = tokio::task::spawn_blocking(move || pipeline_thread.join()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Connection counts: total and per client address.
+struct Limits {
+    max: usize,
+    state: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+impl Limits {
+    fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, &'static str> {
+        let mut state = self.state.lock().map_err(|_| "poisoned")?;
+        if state.0 >= self.max {
+            return Err("421 4.3.2 Too many connections, try again later\r\n");
+        }
+        let per = state.1.entry(ip).or_default();
+        if *per >= MAX_CONNECTIONS_PER_CLIENT {
+            return Err("421 4.7.0 Too many connections from your address\r\n");
+        }
+        *per += 1;
+        state.0 += 1;
+        Ok(Permit {
+            limits: self.clone(),
+            ip,
+        })
+    }
+}
+
+struct Permit {
+    limits: Arc<Limits>,
+    ip: IpAddr,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.limits.state.lock() {
+            state.0 = state.0.saturating_sub(1);
+            if let Some(per) = state.1.get_mut(&self.ip) {
+                *per = per.saturating_sub(1);
+                if *per == 0 {
+                    state.1.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<connection::Shared>,
+    limits: Arc<Limits>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut sessions = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => break,
+        };
+        let (mut stream, peer): (tokio::net::TcpStream, SocketAddr) = match accepted {
+            Ok(ok) => ok,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        match limits.acquire(peer.ip()) {
+            Ok(permit) => {
+                let shared = shared.clone();
+                let shutdown = shutdown.clone();
+                sessions.spawn(async move {
+                    connection::serve(stream, peer, shared, shutdown).await;
+                    drop(permit);
+                });
+            }
+            Err(reply) => {
+                use tokio::io::AsyncWriteExt;
+                let _ = stream.write_all(reply.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            }
+        }
+        while sessions.try_join_next().is_some() {}
+    }
+    // Let sessions finish their commits; they answer new commands with 421.
+    while sessions.join_next().await.is_some() {}
+}

@@ -1,0 +1,401 @@
+//! The pipeline after commit: one thread owns the queue state machine and the archive store.
+//! It schedules each accepted item (initial delay, match attempts, archive or merge), parses
+//! it inside `catch_unwind`, applies the archive policy, de-duplicates by the original's
+//! Message-ID and sent date, writes the archive, and keeps the connector status.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+
+use mailjournal::definition::policy::Journal;
+use mailjournal::definition::{ArchiveDecision, JournalType, Policy};
+use mailjournal::envelope::{Format, JournalItem, ParseOptions};
+use mailjournal::queue::{
+    Action, Connector, Duration, ItemId, ItemMeta, MatchResult, Queue, QueueParams, Timestamp,
+    Timing,
+};
+use sha2::{Digest, Sha256};
+
+use super::spool::{self, Record};
+use crate::clock;
+use crate::store::{Archival, ArchivedRecipient, Store};
+
+/// Messages to the pipeline thread.
+pub(crate) enum Input {
+    /// A committed message.
+    Accepted(Box<Record>),
+    /// Finish and return.
+    Shutdown,
+}
+
+/// The pipeline's state.
+pub(crate) struct Pipeline {
+    policy: Arc<Policy>,
+    data_dir: PathBuf,
+    store: Store,
+    queue: Queue,
+    connectors: Vec<Connector>,
+    /// Items in the queue: their journal definition.
+    journals: HashMap<ItemId, usize>,
+}
+
+/// What parsing one item produced.
+enum Parsed {
+    Drop {
+        reason: &'static str,
+        display_sender: Option<String>,
+    },
+    Keep {
+        archival: Archival,
+        content: Vec<u8>,
+        display_sender: Option<String>,
+    },
+}
+
+impl Pipeline {
+    pub(crate) fn new(
+        policy: Arc<Policy>,
+        data_dir: PathBuf,
+        store: Store,
+        attempt_interval: Duration,
+    ) -> Pipeline {
+        let now = clock::now();
+        let times: HashMap<String, Option<u64>> = store
+            .connector_times()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let connectors = policy
+            .journals
+            .iter()
+            .map(|j| {
+                let d = &j.definition;
+                let last = times.get(&d.description).copied().flatten().map(Timestamp);
+                Connector::restore(
+                    Duration::minutes(u64::from(d.period_of_inactivity_allowed_minutes)),
+                    d.disabled,
+                    last,
+                    now,
+                )
+            })
+            .collect();
+        let params = QueueParams {
+            attempt_interval,
+            ..QueueParams::default()
+        };
+        Pipeline {
+            policy,
+            data_dir,
+            store,
+            queue: Queue::new(params),
+            connectors,
+            journals: HashMap::new(),
+        }
+    }
+
+    /// Runs until shutdown, waking for new items and for the queue's deadlines.
+    pub(crate) fn run(mut self, input: Receiver<Input>) {
+        loop {
+            let now = clock::now();
+            let wait = self
+                .queue
+                .next_deadline()
+                .into_iter()
+                .chain(self.connectors.iter().filter_map(Connector::next_deadline))
+                .min()
+                .map_or(std::time::Duration::from_secs(60), |d| {
+                    std::time::Duration::from_millis(d.since(now).as_millis().max(1))
+                });
+            match input.recv_timeout(wait) {
+                Ok(Input::Accepted(record)) => self.accept(&record, true),
+                Ok(Input::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            self.step(clock::now());
+        }
+    }
+
+    /// Takes a committed message into the queue (also used by recovery, `fresh = false`).
+    pub(crate) fn accept(&mut self, record: &Record, fresh: bool) {
+        let Some(&index) = record.journals.first() else {
+            return;
+        };
+        let Some(journal) = self.policy.journals.get(index) else {
+            return;
+        };
+        let d = &journal.definition;
+        let Some(id) = spool::parse_id(&record.id) else {
+            return;
+        };
+        let sender = record.mail_from.clone().unwrap_or_else(|| "<>".into());
+        let recipient = journal.service_address.to_string();
+        if let Err(e) = self.store.add_item(
+            &record.id,
+            &d.description,
+            &sender,
+            &recipient,
+            record.received_at,
+            record.size,
+        ) {
+            tracing::error!(id = %record.id, error = %e, "cannot record item");
+        }
+        if fresh {
+            let _ = self
+                .store
+                .touch_connector(&d.description, record.received_at);
+            for change in self.connectors[index].on_message(Timestamp(record.received_at)) {
+                tracing::info!(connector = %d.description, from = change.from.name(), to = change.to.name(), "connector status changed");
+            }
+        }
+        if !fresh && self.store.is_final(&record.id).unwrap_or(false) {
+            return;
+        }
+        let meta = ItemMeta {
+            id: ItemId(id),
+            definition: d.description.clone(),
+            sender,
+            recipients: vec![recipient],
+            received_at: Timestamp(record.received_at),
+            timing: Timing {
+                initial_process_delay: Duration::minutes(u64::from(
+                    d.initial_process_delay_minutes,
+                )),
+                delivery_wait_attempts: d.delivery_wait_attempts,
+                extended_deduplication: d.extended_deduplication,
+            },
+        };
+        if self.queue.enqueue(meta, clock::now()).is_ok() {
+            self.journals.insert(ItemId(id), index);
+        }
+    }
+
+    /// Runs every action that is due.
+    pub(crate) fn step(&mut self, now: Timestamp) {
+        for (index, connector) in self.connectors.iter_mut().enumerate() {
+            if let Some(change) = connector.poll(now) {
+                let name = &self.policy.journals[index].definition.description;
+                tracing::warn!(connector = %name, from = change.from.name(), to = change.to.name(), "connector status changed");
+            }
+        }
+        let mut actions: std::collections::VecDeque<Action> = self.queue.poll(now).into();
+        while let Some(action) = actions.pop_front() {
+            match action {
+                Action::TryMatch(id) => actions.extend(self.try_match(id, now)),
+                Action::Archive(id) => self.archive(id, now),
+                Action::Expire(id) => {
+                    let _ = self.store.set_state(
+                        &spool::format_id(id.0),
+                        "expired",
+                        self.attempts(id),
+                        Some("older than 30 days when processed"),
+                        None,
+                        now.0,
+                    );
+                    self.journals.remove(&id);
+                }
+            }
+        }
+    }
+
+    fn attempts(&self, id: ItemId) -> u32 {
+        self.queue.item(id).map_or(0, |i| i.attempts)
+    }
+
+    fn try_match(&mut self, id: ItemId, now: Timestamp) -> Option<Action> {
+        let name = spool::format_id(id.0);
+        let parsed = match self.parse(id) {
+            Ok(parsed) => parsed,
+            Err(reason) => {
+                let _ = self.queue.on_failed(id, reason.clone(), now);
+                let _ = self.store.set_state(
+                    &name,
+                    "failed",
+                    self.attempts(id),
+                    Some(&reason),
+                    None,
+                    now.0,
+                );
+                tracing::error!(id = %name, %reason, "item failed");
+                return None;
+            }
+        };
+        let attempts = self.attempts(id);
+        match parsed {
+            Parsed::Drop {
+                reason,
+                display_sender,
+            } => {
+                let _ = self.queue.on_not_archived(id, reason, now);
+                let _ = self.store.set_state(
+                    &name,
+                    "not_archived",
+                    attempts,
+                    Some(reason),
+                    display_sender.as_deref(),
+                    now.0,
+                );
+                tracing::info!(id = %name, reason, "not archived");
+                None
+            }
+            Parsed::Keep {
+                archival,
+                display_sender,
+                ..
+            } => {
+                let found = match &archival.message_id {
+                    Some(mid) => self
+                        .store
+                        .find_archived(mid, archival.sent_date.as_deref())
+                        .ok()
+                        .flatten(),
+                    None => None,
+                };
+                if let Some(target) = found.filter(|t| *t != name) {
+                    let target_id = spool::parse_id(&target)?;
+                    match self.store.merge(&name, &target, &archival, attempts, now.0) {
+                        Ok(()) => {
+                            let _ = self.queue.on_match_result(
+                                id,
+                                MatchResult::Found(ItemId(target_id)),
+                                now,
+                            );
+                            tracing::info!(id = %name, into = %target, "merged");
+                        }
+                        Err(e) => {
+                            let _ = self.queue.on_failed(id, e.to_string(), now);
+                            let _ = self.store.set_state(
+                                &name,
+                                "failed",
+                                attempts,
+                                Some(&e.to_string()),
+                                None,
+                                now.0,
+                            );
+                        }
+                    }
+                    return None;
+                }
+                let next = self
+                    .queue
+                    .on_match_result(id, MatchResult::NotFound, now)
+                    .ok()
+                    .flatten();
+                let state = if next.is_some() {
+                    "archiving"
+                } else {
+                    "waiting"
+                };
+                let _ = self.store.set_state(
+                    &name,
+                    state,
+                    attempts,
+                    None,
+                    display_sender.as_deref(),
+                    now.0,
+                );
+                next
+            }
+        }
+    }
+
+    fn archive(&mut self, id: ItemId, now: Timestamp) {
+        let name = spool::format_id(id.0);
+        let attempts = self.attempts(id);
+        let result = match self.parse(id) {
+            Ok(Parsed::Keep {
+                archival, content, ..
+            }) => self
+                .store
+                .put_content(&archival.content_sha256, &content)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    self.store
+                        .archive(&name, &archival, attempts, now.0)
+                        .map_err(|e| e.to_string())
+                }),
+            Ok(Parsed::Drop { reason, .. }) => Err(format!("dropped on archive: {reason}")),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(target) => {
+                let _ = self.queue.on_archived(id, now);
+                tracing::info!(id = %name, archived_as = %target, "archived");
+            }
+            Err(reason) => {
+                let _ = self.queue.on_failed(id, reason.clone(), now);
+                let _ = self
+                    .store
+                    .set_state(&name, "failed", attempts, Some(&reason), None, now.0);
+                tracing::error!(id = %name, %reason, "archive failed");
+            }
+        }
+        self.journals.remove(&id);
+    }
+
+    /// Reads, parses and classifies an item. A panic in the parser fails the item, never the
+    /// server.
+    fn parse(&self, id: ItemId) -> Result<Parsed, String> {
+        let index = *self.journals.get(&id).ok_or("unknown item")?;
+        let journal = &self.policy.journals[index];
+        let bytes = spool::read_data(&self.data_dir, &spool::format_id(id.0))
+            .map_err(|e| format!("spool: {e}"))?;
+        let policy = &self.policy;
+        catch_unwind(AssertUnwindSafe(|| classify(policy, journal, &bytes)))
+            .map_err(|_| "the parser panicked".to_owned())
+    }
+}
+
+fn classify(policy: &Policy, journal: &Journal, bytes: &[u8]) -> Parsed {
+    let d = &journal.definition;
+    let options = ParseOptions {
+        journal_type: match d.journal_type {
+            JournalType::Eej => Format::Envelope,
+            JournalType::Eml => Format::Eml,
+        },
+        prefer_clear_text_version: d.prefer_clear_text_version,
+        remove_journal_headers: d.remove_journal_headers,
+    };
+    let item = JournalItem::parse(bytes, &options);
+    // Queue details show an envelope item's recipient as its sender (the specification's
+    // "Verifying" section); an EML item shows its From address.
+    let display_sender = match item.format() {
+        Format::Envelope => item.recipients().first().map(|r| r.address.to_string()),
+        Format::Eml => item.sender().map(str::to_owned),
+    };
+    let addresses = item.recipients().iter().map(|r| r.address.as_ref());
+    match policy.decide(journal, item.sender(), addresses) {
+        ArchiveDecision::Drop(reason) => Parsed::Drop {
+            reason: reason.code(),
+            display_sender,
+        },
+        ArchiveDecision::Archive { mailboxes } => {
+            let content = item.archived_message(&options).into_owned();
+            let archival = Archival {
+                message_id: item.message_id().map(str::to_owned),
+                sent_date: item.sent_at(&options).map(|t| t.to_string()),
+                subject: item.subject().map(str::to_owned),
+                sender: item.sender().map(str::to_owned),
+                format: item.format().as_str().to_owned(),
+                content_sha256: spool::hex(&Sha256::digest(&content)),
+                recipients: item
+                    .recipients()
+                    .iter()
+                    .map(|r| ArchivedRecipient {
+                        address: r.address.to_string(),
+                        field: r.field.as_str().to_owned(),
+                        expanded: r.expanded.as_deref().map(str::to_owned),
+                        forwarded: r.forwarded.as_deref().map(str::to_owned),
+                    })
+                    .collect(),
+                mailboxes,
+            };
+            Parsed::Keep {
+                archival,
+                content,
+                display_sender,
+            }
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The archive store: message content stored once by SHA-256 under `DATA_DIR/archive/`, and
+//! delivery records, the de-duplication index, connector state and queue details in SQLite
+//! (`DATA_DIR/archive.sqlite3`).
+//!
+//! Why SQLite (bundled): `status` and `get` must read while the server runs. SQLite in WAL mode
+//! gives other processes consistent read snapshots alongside one writer, with transactions
+//! that survive power loss; redb, the pure-Rust alternative, locks the file to one process.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// The schema; every statement is idempotent.
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+CREATE TABLE IF NOT EXISTS items (
+    id TEXT PRIMARY KEY,
+    definition TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    merged_into TEXT,
+    content_sha256 TEXT,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_received ON items(received_at);
+CREATE TABLE IF NOT EXISTS archived (
+    id TEXT PRIMARY KEY,
+    message_id TEXT,
+    sent_date TEXT,
+    subject TEXT,
+    sender TEXT,
+    format TEXT NOT NULL,
+    content_sha256 TEXT NOT NULL,
+    archived_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS archived_dedup ON archived(message_id, sent_date) WHERE message_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS archived_recipients (
+    archived_id TEXT NOT NULL,
+    address TEXT NOT NULL,
+    field TEXT NOT NULL,
+    expanded TEXT,
+    forwarded TEXT,
+    source_item TEXT NOT NULL,
+    PRIMARY KEY (archived_id, address, field)
+);
+CREATE TABLE IF NOT EXISTS mailboxes (
+    archived_id TEXT NOT NULL,
+    mailbox TEXT NOT NULL,
+    PRIMARY KEY (archived_id, mailbox)
+);
+CREATE TABLE IF NOT EXISTS connectors (
+    position INTEGER NOT NULL,
+    description TEXT PRIMARY KEY,
+    service_email_address TEXT NOT NULL,
+    disabled INTEGER NOT NULL,
+    period_minutes INTEGER NOT NULL,
+    last_message_at INTEGER
+);
+";
+
+/// One recipient line merged into an archived item.
+#[derive(Debug, Clone)]
+pub(crate) struct ArchivedRecipient {
+    pub(crate) address: String,
+    pub(crate) field: String,
+    pub(crate) expanded: Option<String>,
+    pub(crate) forwarded: Option<String>,
+}
+
+/// What is archived for one item.
+#[derive(Debug, Clone)]
+pub(crate) struct Archival {
+    pub(crate) message_id: Option<String>,
+    pub(crate) sent_date: Option<String>,
+    pub(crate) subject: Option<String>,
+    pub(crate) sender: Option<String>,
+    pub(crate) format: String,
+    pub(crate) content_sha256: String,
+    pub(crate) recipients: Vec<ArchivedRecipient>,
+    pub(crate) mailboxes: Vec<String>,
+}
+
+/// The archive store: the server's only writer.
+pub(crate) struct Store {
+    db: Connection,
+    content_dir: PathBuf,
+}
+
+/// Opens the database read-only (for `status` and `get`).
+pub(crate) fn open_read_only(data_dir: &Path) -> rusqlite::Result<Connection> {
+    let db = Connection::open_with_flags(
+        data_dir.join("archive.sqlite3"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    db.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(db)
+}
+
+/// Where a content hash lives.
+pub(crate) fn content_path(data_dir: &Path, sha256: &str) -> PathBuf {
+    data_dir
+        .join("archive")
+        .join(sha256.get(..2).unwrap_or("xx"))
+        .join(sha256)
+}
+
+impl Store {
+    /// Opens (creating) the store under `data_dir`.
+    pub(crate) fn open(data_dir: &Path) -> Result<Store, String> {
+        let content_dir = data_dir.join("archive");
+        fs::create_dir_all(&content_dir).map_err(|e| format!("{}: {e}", content_dir.display()))?;
+        let db = Connection::open(data_dir.join("archive.sqlite3")).map_err(|e| e.to_string())?;
+        db.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| e.to_string())?;
+        db.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
+        // Full sync: a delivery record, once written, survives power loss.
+        db.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| e.to_string())?;
+        Ok(Store { db, content_dir })
+    }
+
+    /// Records the configured definitions (for `status`), keeping last-message times.
+    pub(crate) fn set_connectors(
+        &mut self,
+        connectors: &[(String, String, bool, u32)],
+    ) -> rusqlite::Result<()> {
+        let tx = self.db.transaction()?;
+        tx.execute("UPDATE connectors SET position = -1", [])?;
+        for (position, (description, address, disabled, period)) in connectors.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO connectors (position, description, service_email_address, disabled, period_minutes)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(description) DO UPDATE SET position = ?1, service_email_address = ?3, disabled = ?4, period_minutes = ?5",
+                params![position as i64, description, address, *disabled, *period],
+            )?;
+        }
+        tx.execute("DELETE FROM connectors WHERE position = -1", [])?;
+        tx.commit()
+    }
+
+    /// The last message time of each connector, by description.
+    pub(crate) fn connector_times(&self) -> rusqlite::Result<Vec<(String, Option<u64>)>> {
+        let mut stmt = self
+            .db
+            .prepare("SELECT description, last_message_at FROM connectors ORDER BY position")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<i64>>(1)?.map(|t| t as u64),
+            ))
+        })?;
+        rows.collect()
+    }
+
+    /// A message arrived for a connector.
+    pub(crate) fn touch_connector(&self, description: &str, at: u64) -> rusqlite::Result<()> {
+        self.db.execute(
+            "UPDATE connectors SET last_message_at = MAX(COALESCE(last_message_at, 0), ?2) WHERE description = ?1",
+            params![description, at as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Adds an accepted item (idempotent: recovery may add it again).
+    pub(crate) fn add_item(
+        &self,
+        id: &str,
+        definition: &str,
+        sender: &str,
+        recipient: &str,
+        received_at: u64,
+        size: u64,
+    ) -> rusqlite::Result<()> {
+        self.db.execute(
+            "INSERT OR IGNORE INTO items (id, definition, sender, recipient, received_at, size, state, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'waiting', ?5)",
+            params![id, definition, sender, recipient, received_at as i64, size as i64],
+        )?;
+        Ok(())
+    }
+
+    /// The items not yet in a final state (recovery re-enqueues them).
+    pub(crate) fn is_final(&self, id: &str) -> rusqlite::Result<bool> {
+        let state: Option<String> = self
+            .db
+            .query_row("SELECT state FROM items WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        Ok(matches!(
+            state.as_deref(),
+            Some("archived" | "merged" | "not_archived" | "expired")
+        ))
+    }
+
+    /// Updates an item's state (and the sender shown in queue details).
+    pub(crate) fn set_state(
+        &self,
+        id: &str,
+        state: &str,
+        attempts: u32,
+        reason: Option<&str>,
+        sender: Option<&str>,
+        at: u64,
+    ) -> rusqlite::Result<()> {
+        self.db.execute(
+            "UPDATE items SET state = ?2, attempts = ?3, reason = ?4, sender = COALESCE(?5, sender), updated_at = ?6 WHERE id = ?1",
+            params![id, state, attempts, reason, sender, at as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Stores content once by hash (write, sync, rename, sync the directory).
+    pub(crate) fn put_content(&self, sha256: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let dir = self.content_dir.join(sha256.get(..2).unwrap_or("xx"));
+        let path = dir.join(sha256);
+        if path.exists() {
+            return Ok(());
+        }
+        fs::create_dir_all(&dir)?;
+        let tmp = dir.join(format!(".{sha256}.tmp"));
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        fs::File::open(&dir)?.sync_all()
+    }
+
+    /// The archived item with this de-duplication key.
+    pub(crate) fn find_archived(
+        &self,
+        message_id: &str,
+        sent_date: Option<&str>,
+    ) -> rusqlite::Result<Option<String>> {
+        self.db
+            .query_row(
+                "SELECT id FROM archived WHERE message_id = ?1 AND sent_date IS ?2",
+                params![message_id, sent_date],
+                |r| r.get(0),
+            )
+            .optional()
+    }
+
+    /// Archives `item` as a new archived item, or merges it into the one with the same key if
+    /// that appeared meanwhile. Returns the archived item's id.
+    pub(crate) fn archive(
+        &mut self,
+        item: &str,
+        archival: &Archival,
+        attempts: u32,
+        at: u64,
+    ) -> rusqlite::Result<String> {
+        let tx = self.db.transaction()?;
+        let existing: Option<String> = match &archival.message_id {
+            Some(mid) => tx
+                .query_row(
+                    "SELECT id FROM archived WHERE message_id = ?1 AND sent_date IS ?2",
+                    params![mid, archival.sent_date],
+                    |r| r.get(0),
+                )
+                .optional()?,
+            None => None,
+        };
+        let (target, state) = match existing {
+            Some(target) => (target, "merged"),
+            None => {
+                tx.execute(
+                    "INSERT INTO archived (id, message_id, sent_date, subject, sender, format, content_sha256, archived_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![item, archival.message_id, archival.sent_date, archival.subject, archival.sender, archival.format, archival.content_sha256, at as i64],
+                )?;
+                (item.to_owned(), "archived")
+            }
+        };
+        Self::merge_into(&tx, &target, item, archival)?;
+        tx.execute(
+            "UPDATE items SET state = ?2, attempts = ?3, merged_into = ?4, content_sha256 = ?5, updated_at = ?6, reason = NULL WHERE id = ?1",
+            params![item, state, attempts, (state == "merged").then_some(&target), archival.content_sha256, at as i64],
+        )?;
+        tx.commit()?;
+        Ok(target)
+    }
+
+    /// Merges `item`'s recipients into the archived item `target` (several reports of one
+    /// message are normal) and records the item as merged.
+    pub(crate) fn merge(
+        &mut self,
+        item: &str,
+        target: &str,
+        archival: &Archival,
+        attempts: u32,
+        at: u64,
+    ) -> rusqlite::Result<()> {
+        let tx = self.db.transaction()?;
+        Self::merge_into(&tx, target, item, archival)?;
+        tx.execute(
+            "UPDATE items SET state = 'merged', attempts = ?2, merged_into = ?3, content_sha256 = ?4, updated_at = ?5, reason = NULL WHERE id = ?1",
+            params![item, attempts, target, archival.content_sha256, at as i64],
+        )?;
+        tx.commit()
+    }
+
+    fn merge_into(
+        tx: &rusqlite::Transaction<'_>,
+        target: &str,
+        item: &str,
+        archival: &Archival,
+    ) -> rusqlite::Result<()> {
+        for r in &archival.recipients {
+            tx.execute(
+                "INSERT OR IGNORE INTO archived_recipients (archived_id, address, field, expanded, forwarded, source_item) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![target, r.address, r.field, r.expanded, r.forwarded, item],
+            )?;
+        }
+        for m in &archival.mailboxes {
+            tx.execute(
+                "INSERT OR IGNORE INTO mailboxes (archived_id, mailbox) VALUES (?1, ?2)",
+                params![target, m],
+            )?;
+        }
+        Ok(())
+    }
+}
