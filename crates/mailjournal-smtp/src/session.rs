@@ -938,10 +938,6 @@ impl Session {
                 format!("<{to}>: Recipient address rejected: journal definition disabled"),
             ));
         }
-        if !self.policy.source_allowed(journal, self.peer) {
-            let peer = self.peer;
-            return self.error(Reply::new(550, EnhancedCode(5, 7, 1), format!("<{to}>: Client address {peer} is not an authorized source for this journal address")));
-        }
         if d.encrypted && self.tls.is_none() {
             return self.error(Reply::new(
                 530,
@@ -949,14 +945,19 @@ impl Session {
                 "Must issue a STARTTLS command first",
             ));
         }
-        if d.use_smtp_authentication
-            && self.authenticated.as_deref() != Some(journal.service_address.as_str())
-        {
-            return self.error(Reply::new(
-                530,
-                EnhancedCode(5, 7, 0),
-                "Authentication required",
-            ));
+        // A definition that uses SMTP authentication is authorised by its credentials (the
+        // service address and password); any other by the sender's address.
+        if d.use_smtp_authentication {
+            if self.authenticated.as_deref() != Some(journal.service_address.as_str()) {
+                return self.error(Reply::new(
+                    530,
+                    EnhancedCode(5, 7, 0),
+                    "Authentication required",
+                ));
+            }
+        } else if !self.policy.source_allowed(journal, self.peer) {
+            let peer = self.peer;
+            return self.error(Reply::new(550, EnhancedCode(5, 7, 1), format!("<{to}>: Client address {peer} is not an authorized source for this journal address")));
         }
         if let Some(mail) = &mut self.mail {
             mail.recipients.push(Recipient {

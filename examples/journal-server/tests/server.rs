@@ -1,0 +1,456 @@
+//! The reference server as a real process on an ephemeral port, driven by real clients:
+//! lettre over STARTTLS with AUTH PLAIN, and a raw SMTP client for the protocol corners.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus/eej");
+const PASSWORD: &str = "correct-horse-battery-staple";
+
+struct Server {
+    child: Child,
+    port: u16,
+    data_dir: PathBuf,
+    cert: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("journal-server-it-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Starts `serve` with a configuration whose journal definition has `journal_settings`.
+fn start(name: &str, server_settings: &str, journal_settings: &str) -> Server {
+    let dir = temp_dir(name);
+    let data_dir = dir.join("data");
+    let config = format!(
+        "[server]\nhostname = \"mx.journal.contoso.com\"\ndata_dir = \"{}\"\n{server_settings}\n\
+         [[internal_domain]]\nname = \"contoso.com\"\ninbound_checks = \"default_checks\"\n\
+         [[internal_domain]]\nname = \"journal.contoso.com\"\n\
+         [[journal]]\ndescription = \"Microsoft 365\"\nservice_email_address = \"journaling@journal.contoso.com\"\n{journal_settings}\n",
+        data_dir.display()
+    );
+    let config_path = dir.join("journal.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_journal-server"))
+        .args([
+            "serve",
+            "--config",
+            config_path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--match-interval-seconds",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut port, mut cert) = (0, PathBuf::new());
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(path) = line.strip_prefix("self-signed certificate: ") {
+            cert = PathBuf::from(path);
+        }
+        if let Some(addr) = line.strip_prefix("listening on ") {
+            port = addr.rsplit(':').next().unwrap().parse().unwrap();
+            break;
+        }
+    }
+    assert_ne!(port, 0, "the server did not start");
+    Server {
+        child,
+        port,
+        data_dir,
+        cert,
+    }
+}
+
+/// A line-based SMTP client over a plain socket.
+struct Client {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    fn connect(port: u16) -> Client {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        Client::from_stream(stream)
+    }
+
+    fn from_stream(stream: TcpStream) -> Client {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        let mut client = Client { stream, reader };
+        assert_eq!(client.reply().0, 220);
+        client
+    }
+
+    fn reply(&mut self) -> (u16, String) {
+        let mut text = String::new();
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).unwrap();
+            assert!(line.len() >= 4, "connection closed: {text}{line}");
+            text.push_str(&line);
+            if line.as_bytes()[3] == b' ' {
+                return (line[..3].parse().unwrap(), text);
+            }
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    fn cmd(&mut self, line: &str) -> (u16, String) {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.reply()
+    }
+}
+
+fn status_json(data_dir: &Path) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_journal-server"))
+        .args([
+            "status",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--json",
+            "--limit",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn wait_for_state(data_dir: &Path, id: &str, state: &str) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let status = status_json(data_dir);
+        let found = status["queue"]["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["id"] == id && i["state"] == state);
+        if found {
+            return status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{id} never reached {state}: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn get(data_dir: &Path, id: &str, as_received: bool) -> (Option<i32>, Vec<u8>) {
+    let mut args = vec!["get", "--data-dir", data_dir.to_str().unwrap(), id];
+    if as_received {
+        args.push("--as-received");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_journal-server"))
+        .args(&args)
+        .output()
+        .unwrap();
+    (out.status.code(), out.stdout)
+}
+
+fn queue_id(reply: &str) -> String {
+    reply.split("queued as ").nth(1).unwrap().trim().to_owned()
+}
+
+#[test]
+fn lettre_starttls_auth_plain_journal_report_archived_with_bcc() {
+    use lettre::transport::smtp::authentication::Credentials;
+    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+    use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor, address::Envelope};
+
+    let server = start(
+        "lettre",
+        "",
+        &format!("use_smtp_authentication = true\npassword = \"{PASSWORD}\"\nencrypted = true"),
+    );
+    let report = std::fs::read(format!(
+        "{CORPUS}/synthetic/onprem_to_cc_bcc_expanded_forwarded_onbehalf.eml"
+    ))
+    .unwrap();
+    let pem = std::fs::read(&server.cert).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let response = runtime.block_on(async {
+        let tls = TlsParameters::builder("localhost".into())
+            .add_root_certificate(Certificate::from_pem(&pem).unwrap())
+            .build_rustls()
+            .unwrap();
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+            .port(server.port)
+            .tls(Tls::Required(tls))
+            .credentials(Credentials::new(
+                "journaling@journal.contoso.com".into(),
+                PASSWORD.into(),
+            ))
+            .build();
+        let to: Address = "journaling@journal.contoso.com".parse().unwrap();
+        transport
+            .send_raw(&Envelope::new(None, vec![to]).unwrap(), &report)
+            .await
+    });
+    let response = response.expect("lettre delivered the report");
+    assert_eq!(response.code().to_string(), "250");
+    let text = response.message().collect::<Vec<_>>().join(" ");
+    let id = queue_id(&text);
+
+    let status = wait_for_state(&server.data_dir, &id, "archived");
+    assert_eq!(status["connectors"][0]["status"], "up");
+    assert_eq!(
+        status["connectors"][0]["service_email_address"],
+        "journaling@journal.contoso.com"
+    );
+    let item = &status["queue"]["items"][0];
+    assert_eq!(item["recipient"], "journaling@journal.contoso.com");
+    assert_eq!(item["definition"], "Microsoft 365");
+
+    // The archive holds every envelope recipient, the Bcc ones included.
+    let db = rusqlite::Connection::open(server.data_dir.join("archive.sqlite3")).unwrap();
+    let mut stmt = db.prepare("SELECT address, field FROM archived_recipients WHERE archived_id = ?1 ORDER BY address").unwrap();
+    let recipients: Vec<(String, String)> = stmt
+        .query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        recipients.contains(&("legal@contoso.com".into(), "bcc".into())),
+        "{recipients:?}"
+    );
+    assert!(
+        recipients.contains(&("ext-auditor@fabrikam.com".into(), "bcc".into())),
+        "{recipients:?}"
+    );
+    assert_eq!(recipients.len(), 7);
+
+    // get: as received is the exact bytes; the archived message is the original.
+    let (code, received) = get(&server.data_dir, &id, true);
+    assert_eq!(code, Some(0));
+    // lettre ends DATA with CRLF.CRLF after the body whatever its last bytes, so the stored
+    // message is the report plus one CRLF: exactly what was transmitted.
+    assert!(
+        received == [report.as_slice(), b"\r\n"].concat(),
+        "as-received differs ({} vs {} bytes)",
+        received.len(),
+        report.len()
+    );
+    let (code, archived) = get(&server.data_dir, &id, false);
+    assert_eq!(code, Some(0));
+    assert!(archived.starts_with(b"From: Sales Team <sales@contoso.com>"));
+    assert_eq!(get(&server.data_dir, "00000000000000AA", false).0, Some(1));
+}
+
+#[test]
+fn encrypted_definition_refuses_clear_text_and_auth_in_clear() {
+    let server = start(
+        "cleartext",
+        "",
+        "additional_source_ip_ranges = [\"127.0.0.1/32\"]\nencrypted = true",
+    );
+    let mut c = Client::connect(server.port);
+    assert_eq!(c.cmd("EHLO client.example").0, 250);
+    let (code, text) = c.cmd("MAIL FROM:<>");
+    assert_eq!(code, 530, "{text}");
+    assert!(text.contains("5.7.0 Must issue a STARTTLS command first"));
+    assert_eq!(c.cmd("AUTH PLAIN AGEAYg==").0, 538);
+}
+
+#[test]
+fn wrong_source_address_is_refused() {
+    let server = start(
+        "source",
+        "",
+        "additional_source_ip_ranges = [\"127.0.0.1/32\"]\nencrypted = false",
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        socket
+            .connect(([127, 0, 0, 1], server.port).into())
+            .await
+            .unwrap()
+            .into_std()
+            .unwrap()
+    });
+    stream.set_nonblocking(false).unwrap();
+    let mut c = Client::from_stream(stream);
+    c.cmd("EHLO client.example");
+    c.cmd("MAIL FROM:<>");
+    let (code, text) = c.cmd("RCPT TO:<journaling@journal.contoso.com>");
+    assert_eq!(code, 550, "{text}");
+    assert!(
+        text.contains("5.7.1") && text.contains("127.0.0.2"),
+        "{text}"
+    );
+    // The same from an allowed address works.
+    let mut ok = Client::connect(server.port);
+    ok.cmd("EHLO client.example");
+    ok.cmd("MAIL FROM:<>");
+    assert_eq!(ok.cmd("RCPT TO:<journaling@journal.contoso.com>").0, 250);
+}
+
+#[test]
+fn wrong_recipient_and_oversize_are_refused() {
+    let server = start(
+        "oversize",
+        "max_message_size_bytes = 100000",
+        "additional_source_ip_ranges = [\"127.0.0.0/8\"]\nencrypted = false",
+    );
+    let mut c = Client::connect(server.port);
+    c.cmd("EHLO client.example");
+    assert_eq!(c.cmd("MAIL FROM:<> SIZE=200000").0, 552);
+    assert_eq!(c.cmd("MAIL FROM:<>").0, 250);
+    let (code, text) = c.cmd("RCPT TO:<postmaster@journal.contoso.com>");
+    assert_eq!(code, 550);
+    assert!(text.contains("5.1.1"));
+    assert_eq!(c.cmd("RCPT TO:<someone@fabrikam.com>").0, 550);
+    assert_eq!(c.cmd("RCPT TO:<journaling@journal.contoso.com>").0, 250);
+    assert_eq!(c.cmd("DATA").0, 354);
+    let line = "x".repeat(998);
+    for _ in 0..150 {
+        c.send(format!("{line}\r\n").as_bytes());
+    }
+    c.send(b".\r\n");
+    let (code, text) = c.reply();
+    assert_eq!(code, 552, "{text}");
+    assert_eq!(c.cmd("NOOP").0, 250, "still in sync");
+    let status = status_json(&server.data_dir);
+    assert_eq!(status["queue"]["items"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn smuggling_vectors_and_bdat() {
+    let server = start(
+        "smuggling",
+        "",
+        "additional_source_ip_ranges = [\"127.0.0.0/8\"]\nencrypted = false",
+    );
+    let mut c = Client::connect(server.port);
+    c.cmd("EHLO client.example");
+    c.cmd("MAIL FROM:<>");
+    c.cmd("RCPT TO:<journaling@journal.contoso.com>");
+    assert_eq!(c.cmd("DATA").0, 354);
+    let body = b"From: a@contoso.com\r\nSubject: smuggle\r\n\r\nhello\n.\nMAIL FROM:<spoof@contoso.com>\r\nRCPT TO:<journaling@journal.contoso.com>\r\nDATA\r\nforged\r\n\r.\r\nend\r\n";
+    c.send(body);
+    c.send(b".\r\n");
+    let (code, text) = c.reply();
+    assert_eq!(code, 250, "{text}");
+    let id = queue_id(&text);
+    let (code, received) = get(&server.data_dir, &id, true);
+    assert_eq!(code, Some(0));
+    assert!(
+        received == body,
+        "stored byte for byte: {:?}",
+        String::from_utf8_lossy(&received)
+    );
+    assert_eq!(c.cmd("NOOP").0, 250, "no reply to the smuggled commands");
+
+    // BDAT with a bare LF, pipelined.
+    c.send(b"MAIL FROM:<>\r\nRCPT TO:<journaling@journal.contoso.com>\r\nBDAT 16 LAST\r\nSubject: b\n\nbody");
+    assert_eq!(c.reply().0, 250);
+    assert_eq!(c.reply().0, 250);
+    let (code, text) = c.reply();
+    assert_eq!(code, 250, "{text}");
+    let bdat_id = queue_id(&text);
+    assert_eq!(
+        get(&server.data_dir, &bdat_id, true).1,
+        b"Subject: b\n\nbody"
+    );
+    assert_eq!(c.cmd("QUIT").0, 221);
+    let mut rest = Vec::new();
+    let _ = c.reader.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+    let status = status_json(&server.data_dir);
+    assert_eq!(
+        status["queue"]["items"].as_array().unwrap().len(),
+        2,
+        "{status}"
+    );
+}
+
+fn send_data(c: &mut Client, message: &[u8]) -> String {
+    assert_eq!(c.cmd("MAIL FROM:<>").0, 250);
+    assert_eq!(c.cmd("RCPT TO:<journaling@journal.contoso.com>").0, 250);
+    assert_eq!(c.cmd("DATA").0, 354);
+    c.send(&mailjournal::smtp::data::dot_stuff(message));
+    let (code, text) = c.reply();
+    assert_eq!(code, 250, "{text}");
+    queue_id(&text)
+}
+
+#[test]
+fn two_reports_of_one_message_merge_their_recipients() {
+    let server = start(
+        "dedup",
+        "",
+        "additional_source_ip_ranges = [\"127.0.0.0/8\"]\nencrypted = false",
+    );
+    let first = std::fs::read(format!(
+        "{CORPUS}/synthetic/rms_protected_plus_decrypted_copy.eml"
+    ))
+    .unwrap();
+    // The same message reported again for another recipient (e.g. a bifurcated copy).
+    let second = String::from_utf8(first.clone()).unwrap().replace(
+        "\r\nTo: bob@contoso.com\r\n",
+        "\r\nCc: carol@contoso.com\r\n",
+    );
+    assert_ne!(first, second.as_bytes());
+    let mut c = Client::connect(server.port);
+    c.cmd("EHLO client.example");
+    let a = send_data(&mut c, &first);
+    wait_for_state(&server.data_dir, &a, "archived");
+    let b = send_data(&mut c, second.as_bytes());
+    wait_for_state(&server.data_dir, &b, "merged");
+    let db = rusqlite::Connection::open(server.data_dir.join("archive.sqlite3")).unwrap();
+    let mut stmt = db.prepare("SELECT address, field, source_item FROM archived_recipients WHERE archived_id = ?1 ORDER BY address").unwrap();
+    let rows: Vec<(String, String, String)> = stmt
+        .query_map([&a], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("bob@contoso.com".into(), "to".into(), a.clone()),
+            ("carol@contoso.com".into(), "cc".into(), b.clone())
+        ]
+    );
+    let archived: i64 = db
+        .query_row("SELECT COUNT(*) FROM archived", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(archived, 1, "one archived message, two delivery records");
+}
