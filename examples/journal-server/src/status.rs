@@ -123,7 +123,7 @@ pub(crate) fn get(data_dir: &Path, id: &str, as_received: bool) -> ExitCode {
             eprintln!("unknown id {id}");
             return ExitCode::from(1);
         }
-        match crate::serve::spool::read_data(data_dir, id) {
+        match crate::serve::spool::read_data(data_dir, id, None) {
             Ok(bytes) => bytes,
             Err(_) => {
                 eprintln!("unknown id {id}");

@@ -126,12 +126,23 @@ impl Store {
         Ok(Store { db, content_dir })
     }
 
+    /// Starts a batch: the pipeline's writes until [`end_batch`](Self::end_batch) commit
+    /// together (one WAL append instead of one per statement).
+    pub(crate) fn begin_batch(&self) -> rusqlite::Result<()> {
+        self.db.execute_batch("BEGIN IMMEDIATE")
+    }
+
+    /// Commits the batch.
+    pub(crate) fn end_batch(&self) -> rusqlite::Result<()> {
+        self.db.execute_batch("COMMIT")
+    }
+
     /// Records the configured definitions (for `status`), keeping last-message times.
     pub(crate) fn set_connectors(
         &mut self,
         connectors: &[(String, String, bool, u32)],
     ) -> rusqlite::Result<()> {
-        let tx = self.db.transaction()?;
+        let tx = self.db.savepoint()?;
         tx.execute("UPDATE connectors SET position = -1", [])?;
         for (position, (description, address, disabled, period)) in connectors.iter().enumerate() {
             tx.execute(
@@ -255,7 +266,7 @@ impl Store {
         attempts: u32,
         at: u64,
     ) -> rusqlite::Result<String> {
-        let tx = self.db.transaction()?;
+        let tx = self.db.savepoint()?;
         let existing: Option<String> = match &archival.message_id {
             Some(mid) => tx
                 .query_row(
@@ -295,7 +306,7 @@ impl Store {
         attempts: u32,
         at: u64,
     ) -> rusqlite::Result<()> {
-        let tx = self.db.transaction()?;
+        let tx = self.db.savepoint()?;
         Self::merge_into(&tx, target, item, archival)?;
         tx.execute(
             "UPDATE items SET state = 'merged', attempts = ?2, merged_into = ?3, content_sha256 = ?4, updated_at = ?5, reason = NULL WHERE id = ?1",
@@ -305,7 +316,7 @@ impl Store {
     }
 
     fn merge_into(
-        tx: &rusqlite::Transaction<'_>,
+        tx: &rusqlite::Connection,
         target: &str,
         item: &str,
         archival: &Archival,

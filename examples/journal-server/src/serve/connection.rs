@@ -288,6 +288,8 @@ async fn commit(
         journals: t.recipients.iter().map(|r| r.journal).collect(),
         size,
         sha256: String::new(),
+        inline_data: false,
+        log_offset: None,
     };
     let definition = t
         .recipients

@@ -37,8 +37,9 @@ pub(crate) struct Pipeline {
     store: Store,
     queue: Queue,
     connectors: Vec<Connector>,
-    /// Items in the queue: their journal definition.
-    journals: HashMap<ItemId, usize>,
+    /// Items in the queue: their journal definition and where their bytes are in the
+    /// commit log (when inline).
+    journals: HashMap<ItemId, (usize, Option<u64>)>,
 }
 
 /// What parsing one item produced.
@@ -108,12 +109,33 @@ impl Pipeline {
                 .map_or(std::time::Duration::from_secs(60), |d| {
                     std::time::Duration::from_millis(d.since(now).as_millis().max(1))
                 });
-            match input.recv_timeout(wait) {
-                Ok(Input::Accepted(record)) => self.accept(&record, true),
-                Ok(Input::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
-                Err(RecvTimeoutError::Timeout) => {}
+            let first = input.recv_timeout(wait);
+            if matches!(
+                first,
+                Ok(Input::Shutdown) | Err(RecvTimeoutError::Disconnected)
+            ) {
+                return;
+            }
+            // Everything that is waiting goes into one database transaction.
+            let batch = self.store.begin_batch();
+            let mut stop = false;
+            let mut next = first.ok();
+            while let Some(message) = next {
+                match message {
+                    Input::Accepted(record) => self.accept(&record, true),
+                    Input::Shutdown => stop = true,
+                }
+                next = input.try_recv().ok();
             }
             self.step(clock::now());
+            if batch.is_ok()
+                && let Err(e) = self.store.end_batch()
+            {
+                tracing::error!(error = %e, "archive store commit failed");
+            }
+            if stop {
+                return;
+            }
         }
     }
 
@@ -167,7 +189,7 @@ impl Pipeline {
             },
         };
         if self.queue.enqueue(meta, clock::now()).is_ok() {
-            self.journals.insert(ItemId(id), index);
+            self.journals.insert(ItemId(id), (index, record.log_offset));
         }
     }
 
@@ -337,9 +359,9 @@ impl Pipeline {
     /// Reads, parses and classifies an item. A panic in the parser fails the item, never the
     /// server.
     fn parse(&self, id: ItemId) -> Result<Parsed, String> {
-        let index = *self.journals.get(&id).ok_or("unknown item")?;
+        let (index, log_offset) = *self.journals.get(&id).ok_or("unknown item")?;
         let journal = &self.policy.journals[index];
-        let bytes = spool::read_data(&self.data_dir, &spool::format_id(id.0))
+        let bytes = spool::read_data(&self.data_dir, &spool::format_id(id.0), log_offset)
             .map_err(|e| format!("spool: {e}"))?;
         let policy = &self.policy;
         catch_unwind(AssertUnwindSafe(|| classify(policy, journal, &bytes)))

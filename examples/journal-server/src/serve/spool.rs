@@ -1,15 +1,17 @@
 //! The spool: every accepted message is on disk before its `250`.
 //!
 //! Layout under `DATA_DIR/spool/`:
-//! * `data/<ID>`: the message bytes as received (after dot-unstuffing), streamed while the
-//!   client sends them;
-//! * `commit.log`: one CRC-framed JSON record per committed message. The record is the commit
-//!   point: a message is accepted once its data file is synced *and* its record is synced.
+//! * `commit.log`: one CRC-framed record per committed message: its metadata (JSON) and, for
+//!   a message up to [`INLINE_LIMIT`], its bytes. The record is the commit point: a message is
+//!   accepted once its record (and, for a large message, its data file) is synced.
+//! * `data/<ID>`: the bytes of a larger message, streamed to disk while the client sends them,
+//!   so memory per connection stays bounded whatever the size;
 //! * `quarantine/`: data files whose record does not match them (size or SHA-256).
 //!
-//! Group commit: sessions sync their own data files concurrently (the file system merges
-//! those syncs), then hand the record to one committer thread that appends every waiting
-//! record, syncs the log and the data directory once, and answers them all.
+//! Group commit: one committer thread appends every waiting record in one write and syncs the
+//! log once for all of them (and the data directory once, when the batch holds large
+//! messages, whose own files their sessions synced concurrently before). Concurrent sessions
+//! therefore share one `fdatasync` instead of paying one each.
 //!
 //! Recovery on start-up: a torn tail of the log is cut off; data files without a record were
 //! never acknowledged and are removed; records whose data file is missing or differs are
@@ -17,6 +19,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -24,6 +27,10 @@ use std::sync::mpsc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
+
+/// Messages up to this size travel inside their commit record (one shared sync); larger ones
+/// are streamed to a file of their own.
+pub(crate) const INLINE_LIMIT: usize = 1024 * 1024;
 
 /// A queue id: milliseconds since the epoch in the high bits, a counter in the low 20 bits;
 /// printed as 16 upper-case hex digits. Unique and ordered by arrival within one spool.
@@ -54,6 +61,12 @@ pub(crate) struct Record {
     pub(crate) journals: Vec<usize>,
     pub(crate) size: u64,
     pub(crate) sha256: String,
+    /// True when the bytes are inside the commit record rather than in a data file.
+    #[serde(default)]
+    pub(crate) inline_data: bool,
+    /// Where the record starts in the commit log when the bytes are inline in it.
+    #[serde(skip)]
+    pub(crate) log_offset: Option<u64>,
 }
 
 /// Why a commit failed: the client gets a temporary error and retries.
@@ -75,11 +88,19 @@ impl From<io::Error> for CommitError {
     }
 }
 
+/// Where a message's bytes go while it is received.
+enum Sink {
+    /// Small so far: kept in memory, to travel inside the commit record.
+    Memory(Vec<u8>),
+    /// Over [`INLINE_LIMIT`]: streamed to its own data file.
+    File(BufWriter<File>),
+}
+
 /// A message being received.
 pub(crate) struct SpoolWriter {
     id: u64,
     path: PathBuf,
-    file: BufWriter<File>,
+    sink: Sink,
     hasher: Sha256,
     size: u64,
 }
@@ -90,30 +111,44 @@ impl SpoolWriter {
         self.id
     }
 
-    /// Appends content.
+    /// Appends content, moving to a file once the message outgrows [`INLINE_LIMIT`].
     pub(crate) fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.hasher.update(bytes);
         self.size += bytes.len() as u64;
-        self.file.write_all(bytes)
-    }
-
-    /// Flushes and syncs the data file; returns its size and SHA-256 (hex).
-    fn finish(self) -> io::Result<(u64, String)> {
-        let file = self.file.into_inner().map_err(|e| e.into_error())?;
-        file.sync_data()?;
-        Ok((self.size, hex(&self.hasher.finalize())))
+        match &mut self.sink {
+            Sink::Memory(buffer) if buffer.len() + bytes.len() <= INLINE_LIMIT => {
+                buffer.extend_from_slice(bytes);
+                Ok(())
+            }
+            Sink::Memory(buffer) => {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&self.path)?;
+                let mut file = BufWriter::with_capacity(64 * 1024, file);
+                file.write_all(buffer)?;
+                file.write_all(bytes)?;
+                self.sink = Sink::File(file);
+                Ok(())
+            }
+            Sink::File(file) => file.write_all(bytes),
+        }
     }
 
     /// Drops a message that will not be committed.
     pub(crate) fn discard(self) {
-        drop(self.file);
-        let _ = fs::remove_file(&self.path);
+        if let Sink::File(file) = self.sink {
+            drop(file);
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 
 struct CommitRequest {
     record: Record,
-    done: oneshot::Sender<Result<(), String>>,
+    /// The message bytes, when they travel inside the record.
+    inline: Option<Vec<u8>>,
+    done: oneshot::Sender<Result<u64, String>>,
 }
 
 /// The spool of one data directory.
@@ -202,14 +237,10 @@ impl Spool {
     pub(crate) fn begin(&self) -> io::Result<SpoolWriter> {
         let id = self.new_id();
         let path = self.data_dir.join(format_id(id));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
         Ok(SpoolWriter {
             id,
             path,
-            file: BufWriter::with_capacity(64 * 1024, file),
+            sink: Sink::Memory(Vec::new()),
             hasher: Sha256::new(),
             size: 0,
         })
@@ -221,28 +252,45 @@ impl Spool {
         writer: SpoolWriter,
         mut record: Record,
     ) -> Result<Record, CommitError> {
-        let path = writer.path.clone();
-        let finished = tokio::task::spawn_blocking(move || writer.finish())
-            .await
-            .map_err(|e| CommitError::Io(io::Error::other(e)))?;
-        let (size, sha256) = match finished {
-            Ok(done) => done,
-            Err(e) => {
-                let _ = fs::remove_file(&path);
-                return Err(e.into());
+        let SpoolWriter {
+            path,
+            sink,
+            hasher,
+            size,
+            ..
+        } = writer;
+        record.size = size;
+        record.sha256 = hex(&hasher.finalize());
+        let inline = match sink {
+            Sink::Memory(buffer) => Some(buffer),
+            Sink::File(file) => {
+                let synced = tokio::task::spawn_blocking(move || -> io::Result<()> {
+                    let file = file.into_inner().map_err(|e| e.into_error())?;
+                    file.sync_data()
+                })
+                .await
+                .map_err(|e| CommitError::Io(io::Error::other(e)))?;
+                if let Err(e) = synced {
+                    let _ = fs::remove_file(&path);
+                    return Err(e.into());
+                }
+                None
             }
         };
-        record.size = size;
-        record.sha256 = sha256;
+        let is_inline = inline.is_some();
         let (done, wait) = oneshot::channel();
         self.committer
             .send(CommitRequest {
                 record: record.clone(),
+                inline,
                 done,
             })
             .map_err(|_| CommitError::Io(io::Error::other("committer stopped")))?;
         match wait.await {
-            Ok(Ok(())) => Ok(record),
+            Ok(Ok(offset)) => {
+                record.log_offset = is_inline.then_some(offset);
+                Ok(record)
+            }
             Ok(Err(e)) => {
                 let _ = fs::remove_file(&path);
                 Err(CommitError::Io(io::Error::other(e)))
@@ -252,49 +300,146 @@ impl Spool {
     }
 }
 
-/// The message bytes of a committed item, as received.
-pub(crate) fn read_data(data_dir: &Path, id: &str) -> io::Result<Vec<u8>> {
-    fs::read(data_dir.join("spool").join("data").join(id))
+/// The message bytes of a committed item, as received: from its record in the commit log
+/// (at `log_offset` when known, else found by a scan) or from its data file.
+pub(crate) fn read_data(data_dir: &Path, id: &str, log_offset: Option<u64>) -> io::Result<Vec<u8>> {
+    let root = data_dir.join("spool");
+    if let Some(offset) = log_offset {
+        let log = File::open(root.join("commit.log"))?;
+        let mut head = [0u8; 12];
+        log.read_exact_at(&mut head, offset)?;
+        let (json_len, data_len) = (u32_at(&head, 0) as usize, u32_at(&head, 4) as usize);
+        let mut body = vec![0u8; json_len + data_len];
+        log.read_exact_at(&mut body, offset + 12)?;
+        if crc32fast::hash(&body) == u32_at(&head, 8)
+            && let Ok(record) = serde_json::from_slice::<Record>(&body[..json_len])
+            && record.id == id
+        {
+            body.drain(..json_len);
+            return Ok(body);
+        }
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "commit record does not match",
+        ));
+    }
+    match fs::read(root.join("data").join(id)) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let bytes = fs::read(root.join("commit.log"))?;
+            let mut frames = Frames {
+                bytes: &bytes,
+                pos: 0,
+            };
+            frames
+                .find_map(|(_, record, data)| {
+                    (record.id == id && record.inline()).then(|| data.to_vec())
+                })
+                .ok_or(e)
+        }
+        other => other,
+    }
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+impl Record {
+    /// True when the bytes are inside the commit record (the data file then does not exist).
+    fn inline(&self) -> bool {
+        self.inline_data
+    }
+}
+
+/// The valid frames of a commit log, in order: (offset, record, inline data). Stops at the
+/// first torn or corrupt frame; `pos` is then where the valid prefix ends.
+struct Frames<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Iterator for Frames<'a> {
+    type Item = (u64, Record, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let head = self.bytes.get(self.pos..self.pos + 12)?;
+        let (json_len, data_len) = (u32_at(head, 0) as usize, u32_at(head, 4) as usize);
+        let body = self
+            .bytes
+            .get(self.pos + 12..self.pos + 12 + json_len + data_len)?;
+        if crc32fast::hash(body) != u32_at(head, 8) {
+            return None;
+        }
+        let mut record: Record = serde_json::from_slice(&body[..json_len]).ok()?;
+        let offset = self.pos as u64;
+        if record.inline_data {
+            record.log_offset = Some(offset);
+        }
+        self.pos += 12 + json_len + data_len;
+        Some((offset, record, &body[json_len..]))
+    }
 }
 
 fn committer(rx: mpsc::Receiver<CommitRequest>, mut log: File, data_dir: PathBuf) {
+    let mut end = log.metadata().map_or(0, |m| m.len());
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
         let mut frames = Vec::new();
-        for request in &batch {
-            frame(&request.record, &mut frames);
+        let mut offsets = Vec::with_capacity(batch.len());
+        for request in &mut batch {
+            offsets.push(end + frames.len() as u64);
+            request.record.inline_data = request.inline.is_some();
+            frame(
+                &request.record,
+                request.inline.as_deref().unwrap_or_default(),
+                &mut frames,
+            );
         }
+        // New data files are directory entries: their directory is synced with the log.
+        let any_files = batch.iter().any(|r| r.inline.is_none());
         let result = log
             .write_all(&frames)
             .and_then(|()| log.sync_data())
-            .and_then(|()| sync_dir(&data_dir))
+            .and_then(|()| {
+                if any_files {
+                    sync_dir(&data_dir)
+                } else {
+                    Ok(())
+                }
+            })
             .map_err(|e| e.to_string());
-        if result.is_err() {
+        if let Err(e) = result {
             // The log's state is unknown: later appends could follow a torn record, which
             // recovery would cut together with them. Stop accepting.
             for request in batch {
-                let _ = request.done.send(result.clone());
+                let _ = request.done.send(Err(e.clone()));
             }
             while let Ok(request) = rx.recv() {
                 let _ = request.done.send(Err("spool log failed earlier".into()));
             }
             return;
         }
-        for request in batch {
-            let _ = request.done.send(Ok(()));
+        end += frames.len() as u64;
+        for (request, offset) in batch.into_iter().zip(offsets) {
+            let _ = request.done.send(Ok(offset));
         }
     }
 }
 
-/// `[len u32 LE][crc32 u32 LE][json]`.
-fn frame(record: &Record, out: &mut Vec<u8>) {
+/// `[json len u32][data len u32][crc32 of json and data u32][json][data]`, little-endian.
+fn frame(record: &Record, data: &[u8], out: &mut Vec<u8>) {
     let json = serde_json::to_vec(record).unwrap_or_default();
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&json);
+    hasher.update(data);
     out.extend_from_slice(&(json.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&json).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&hasher.finalize().to_le_bytes());
     out.extend_from_slice(&json);
+    out.extend_from_slice(data);
 }
 
 fn recover(root: &Path, log_path: &Path) -> io::Result<Recovery> {
@@ -303,61 +448,75 @@ fn recover(root: &Path, log_path: &Path) -> io::Result<Recovery> {
     if let Ok(mut f) = File::open(log_path) {
         f.read_to_end(&mut bytes)?;
     }
+    let data_dir = root.join("data");
+    let mut committed_files = std::collections::HashSet::new();
     let mut pos = 0;
-    while pos + 8 <= bytes.len() {
-        let len = u32::from_le_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]])
-            as usize;
-        let crc = u32::from_le_bytes([
-            bytes[pos + 4],
-            bytes[pos + 5],
-            bytes[pos + 6],
-            bytes[pos + 7],
-        ]);
-        let Some(json) = bytes.get(pos + 8..pos + 8 + len) else {
-            break;
-        };
-        if crc32fast::hash(json) != crc {
-            break;
+    while pos < bytes.len() {
+        let mut frames = Frames { bytes: &bytes, pos };
+        if let Some((_, record, data)) = frames.next() {
+            pos = frames.pos;
+            let intact = if record.inline_data {
+                data.len() as u64 == record.size && hex(&Sha256::digest(data)) == record.sha256
+            } else {
+                committed_files.insert(record.id.clone());
+                let path = data_dir.join(&record.id);
+                let ok = fs::read(&path).is_ok_and(|d| {
+                    d.len() as u64 == record.size && hex(&Sha256::digest(&d)) == record.sha256
+                });
+                if !ok {
+                    let _ = fs::rename(&path, root.join("quarantine").join(&record.id));
+                }
+                ok
+            };
+            if intact {
+                recovery.records.push(record);
+            } else {
+                recovery.quarantined.push(record.id.clone());
+            }
+            continue;
         }
-        let Ok(record) = serde_json::from_slice::<Record>(json) else {
-            break;
-        };
-        recovery.records.push(record);
-        pos += 8 + len;
+        // A frame that does not check out. If a valid frame follows where its lengths say it
+        // ends, it was damaged in place (keep it aside, go on); otherwise it is the torn tail
+        // of an append that never completed.
+        let next = bytes
+            .get(pos..pos + 12)
+            .map(|head| pos + 12 + u32_at(head, 0) as usize + u32_at(head, 4) as usize)
+            .filter(|&next| {
+                next < bytes.len()
+                    && (Frames {
+                        bytes: &bytes,
+                        pos: next,
+                    })
+                    .next()
+                    .is_some()
+            });
+        match next {
+            Some(next) => {
+                let name = format!("log-frame-at-{pos}");
+                fs::write(root.join("quarantine").join(&name), &bytes[pos..next])?;
+                recovery.quarantined.push(name);
+                pos = next;
+            }
+            None => break,
+        }
     }
     if pos < bytes.len() {
+        // Everything from the first frame that is neither valid nor followed by one is the
+        // torn tail of an append that never completed: it was never acknowledged.
         recovery.truncated_bytes = (bytes.len() - pos) as u64;
-        let f = OpenOptions::new().write(true).open(log_path)?;
+        let mut f = OpenOptions::new().write(true).open(log_path)?;
         f.set_len(pos as u64)?;
-        let mut f = f;
         f.seek(SeekFrom::End(0))?;
         f.sync_all()?;
     }
-    let data_dir = root.join("data");
-    let committed: std::collections::HashSet<&str> =
-        recovery.records.iter().map(|r| r.id.as_str()).collect();
     for entry in fs::read_dir(&data_dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !committed.contains(name.as_str()) {
+        if !committed_files.contains(&name) {
             fs::remove_file(entry.path())?;
             recovery.discarded.push(name);
         }
     }
-    let mut good = Vec::with_capacity(recovery.records.len());
-    for record in std::mem::take(&mut recovery.records) {
-        let path = data_dir.join(&record.id);
-        let intact = fs::read(&path).is_ok_and(|data| {
-            data.len() as u64 == record.size && hex(&Sha256::digest(&data)) == record.sha256
-        });
-        if intact {
-            good.push(record);
-        } else {
-            let _ = fs::rename(&path, root.join("quarantine").join(&record.id));
-            recovery.quarantined.push(record.id.clone());
-        }
-    }
-    recovery.records = good;
     sync_dir(&data_dir)?;
     Ok(recovery)
 }
@@ -396,6 +555,8 @@ mod tests {
             journals: vec![0],
             size: 0,
             sha256: String::new(),
+            inline_data: false,
+            log_offset: None,
         }
     }
 
@@ -411,10 +572,12 @@ mod tests {
             w.write(b"Subject: a\r\n\r\nbody\r\n").unwrap();
             let r = spool.commit(w, record(committed_id)).await.unwrap();
             assert_eq!(r.size, 20);
-            // An unacknowledged message: data written, never committed.
+            // An unacknowledged large message: its data file written, never committed.
             let mut orphan = spool.begin().unwrap();
-            orphan.write(b"partial").unwrap();
-            orphan.file.flush().unwrap();
+            orphan.write(&vec![b'x'; INLINE_LIMIT + 1]).unwrap();
+            if let Sink::File(file) = &mut orphan.sink {
+                file.flush().unwrap();
+            }
             std::mem::forget(orphan);
         }
         // A torn record at the end of the log.
@@ -427,10 +590,42 @@ mod tests {
         assert_eq!(recovery.records[0].id, format_id(committed_id));
         assert_eq!(recovery.truncated_bytes, 7);
         assert_eq!(recovery.discarded.len(), 1);
+        let id = format_id(committed_id);
         assert_eq!(
-            read_data(&dir, &format_id(committed_id)).unwrap(),
+            read_data(&dir, &id, None).unwrap(),
             b"Subject: a\r\n\r\nbody\r\n"
         );
+        let offset = recovery.records[0].log_offset;
+        assert!(offset.is_some(), "a small message is inline in its record");
+        assert_eq!(
+            read_data(&dir, &id, offset).unwrap(),
+            b"Subject: a\r\n\r\nbody\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_damaged_frame_mid_log_is_set_aside_not_truncated() {
+        let dir = temp_dir("midlog");
+        let mut ids = Vec::new();
+        {
+            let (spool, _) = Spool::open(&dir, 0).unwrap();
+            for body in [&b"first message"[..], b"second message"] {
+                let mut w = spool.begin().unwrap();
+                w.write(body).unwrap();
+                let r = record(w.id());
+                ids.push(spool.commit(w, r).await.unwrap().id);
+            }
+        }
+        let log = dir.join("spool/commit.log");
+        let mut bytes = fs::read(&log).unwrap();
+        let first_len = 12 + u32_at(&bytes, 0) as usize + u32_at(&bytes, 4) as usize;
+        bytes[first_len - 1] ^= 0xff; // flip the last data byte of the first frame
+        fs::write(&log, &bytes).unwrap();
+        let (_spool, recovery) = Spool::open(&dir, 0).unwrap();
+        assert_eq!(recovery.truncated_bytes, 0);
+        assert_eq!(recovery.records.len(), 1);
+        assert_eq!(recovery.records[0].id, ids[1]);
+        assert_eq!(recovery.quarantined, ["log-frame-at-0"]);
     }
 
     #[tokio::test]
@@ -441,7 +636,7 @@ mod tests {
             let (spool, _) = Spool::open(&dir, 0).unwrap();
             let mut w = spool.begin().unwrap();
             id = format_id(w.id());
-            w.write(b"hello").unwrap();
+            w.write(&vec![b'h'; INLINE_LIMIT + 10]).unwrap();
             let r = record(w.id());
             spool.commit(w, r).await.unwrap();
         }
