@@ -93,7 +93,8 @@ pub(crate) async fn serve(
         peer.ip(),
     );
     let mut transport = Transport::Plain(stream);
-    let mut buf = vec![0u8; 64 * 1024];
+    // 16 KiB: one TLS record; idle connections stay small (see benches/server/memory.py).
+    let mut buf = vec![0u8; 16 * 1024];
     let mut incoming: Option<Incoming> = None;
     let mut shutdown_seen = false;
     loop {
