@@ -236,6 +236,7 @@ pub struct Session {
     unknown: u32,
     auth_failures: u32,
     shutting_down: bool,
+    storage_available: bool,
 }
 
 impl Session {
@@ -259,6 +260,7 @@ impl Session {
             unknown: 0,
             auth_failures: 0,
             shutting_down: false,
+            storage_available: true,
         };
         let greeting = format!("{} ESMTP mailjournal", session.config.hostname);
         Reply::plain(220, vec![greeting]).write_to(&mut session.out);
@@ -326,6 +328,12 @@ impl Session {
                 "Service shutting down, closing transmission channel",
             ));
         }
+    }
+
+    /// The host's storage can (or can no longer) take messages. While it cannot, MAIL gets
+    /// `452 4.3.1` before any data is sent, and the client retries later.
+    pub fn set_storage_available(&mut self, available: bool) {
+        self.storage_available = available;
     }
 
     /// The transport dropped: any message in progress is aborted.
@@ -836,6 +844,13 @@ impl Session {
             && self
                 .enabled_journals()
                 .all(|j| j.definition.use_smtp_authentication);
+        if !self.storage_available {
+            return self.error(Reply::new(
+                452,
+                EnhancedCode(4, 3, 1),
+                "Insufficient system storage",
+            ));
+        }
         if all_encrypted && self.tls.is_none() {
             return self.error(Reply::new(
                 530,

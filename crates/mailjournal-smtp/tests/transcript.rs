@@ -14,7 +14,7 @@
 //! E: StartTls          the next event's kind (StartTls, MessageStart, MessageComplete,
 //!                      MessageAborted, AuthFailure, Close); MessageData events are collected
 //! M: bytes             the message bytes collected since MessageStart, escaped
-//! !tls  !commit ID  !commit_failed  !storage_full  !timeout  !shutdown
+//! !tls  !commit ID  !commit_failed  !storage_full  !timeout  !shutdown  !disk_low  !disk_ok
 //! S- none              no reply is pending
 //! ```
 
@@ -248,6 +248,8 @@ impl Harness {
                 "!c" => self.session().committed(line["!commit".len()..].trim()),
                 "!s" if line == "!storage_full" => self.session().storage_full(),
                 "!s" if line == "!shutdown" => self.session().shutdown(),
+                "!d" if line == "!disk_low" => self.session().set_storage_available(false),
+                "!d" if line == "!disk_ok" => self.session().set_storage_available(true),
                 _ => panic!("{at}: unknown script line"),
             }
         }

@@ -135,6 +135,7 @@ pub(crate) async fn serve(
                 break;
             }
             Ok(Ok(n)) => {
+                session.set_storage_available(!shared.spool.low_on_space());
                 let mut used = 0;
                 while used < n {
                     used += session.feed(&buf[used..n]);

@@ -158,6 +158,8 @@ pub(crate) struct Spool {
     committer: mpsc::Sender<CommitRequest>,
     /// Bytes that must stay free; below that, messages get `452 4.3.1`.
     reserve_bytes: u64,
+    /// The last free-space check, refreshed at most once a second.
+    space: std::sync::Mutex<(Option<std::time::Instant>, bool)>,
 }
 
 /// What recovery found.
@@ -204,6 +206,7 @@ impl Spool {
                 next_id: AtomicU64::new(last + 1),
                 committer: tx,
                 reserve_bytes,
+                space: std::sync::Mutex::new((None, false)),
             },
             recovery,
         ))
@@ -226,11 +229,22 @@ impl Spool {
         }
     }
 
-    /// True when the spool's file system has less free space than the reserve.
+    /// True when the spool's file system has less free space than the reserve (checked at
+    /// most once a second: sessions ask before every command batch).
     pub(crate) fn low_on_space(&self) -> bool {
-        rustix::fs::statvfs(&self.data_dir)
-            .map(|s| s.f_bavail.saturating_mul(s.f_frsize) < self.reserve_bytes)
-            .unwrap_or(false)
+        let Ok(mut space) = self.space.lock() else {
+            return false;
+        };
+        if space
+            .0
+            .is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(1))
+        {
+            let low = rustix::fs::statvfs(&self.data_dir)
+                .map(|s| s.f_bavail.saturating_mul(s.f_frsize) < self.reserve_bytes)
+                .unwrap_or(false);
+            *space = (Some(std::time::Instant::now()), low);
+        }
+        space.1
     }
 
     /// Starts a message.
