@@ -88,7 +88,7 @@ pub(crate) struct Archival {
 }
 
 /// The archive store: the server's only writer.
-pub(crate) struct Store {
+pub(crate) struct SqliteStore {
     db: Connection,
     content_dir: PathBuf,
 }
@@ -111,37 +111,163 @@ pub(crate) fn content_path(data_dir: &Path, sha256: &str) -> PathBuf {
         .join(sha256)
 }
 
-impl Store {
+/// An archive-store failure, whatever the backend.
+#[derive(Debug)]
+pub(crate) struct StoreError(String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+/// Result of an archive-store call.
+pub(crate) type StoreResult<T> = Result<T, StoreError>;
+
+/// What the pipeline needs from an archive: delivery records, the de-duplication index,
+/// content stored once by hash, connector state. [`SqliteStore`] is the embedded default; a
+/// multi-node deployment would put items in object storage and the index in a shared
+/// database behind the same calls.
+pub(crate) trait ArchiveStore: Send {
+    /// Starts a batch: the pipeline's writes until [`end_batch`](Self::end_batch) commit
+    /// together (one WAL append instead of one per statement).
+    fn begin_batch(&self) -> StoreResult<()>;
+
+    /// Commits the batch.
+    fn end_batch(&self) -> StoreResult<()>;
+
+    /// Records the configured definitions (for `status`), keeping last-message times.
+    fn set_connectors(&mut self, connectors: &[(String, String, bool, u32)]) -> StoreResult<()>;
+
+    /// The last message time of each connector, by description.
+    fn connector_times(&self) -> StoreResult<Vec<(String, Option<u64>)>>;
+
+    /// A message arrived for a connector.
+    fn touch_connector(&self, description: &str, at: u64) -> StoreResult<()>;
+
+    /// Adds an accepted item (idempotent: recovery may add it again).
+    fn add_item(
+        &self,
+        id: &str,
+        definition: &str,
+        sender: &str,
+        recipient: &str,
+        received_at: u64,
+        size: u64,
+    ) -> StoreResult<()>;
+
+    /// The items not yet in a final state (recovery re-enqueues them).
+    fn is_final(&self, id: &str) -> StoreResult<bool>;
+
+    /// Updates an item's state (and the sender shown in queue details).
+    fn set_state(
+        &self,
+        id: &str,
+        state: &str,
+        attempts: u32,
+        reason: Option<&str>,
+        sender: Option<&str>,
+        at: u64,
+    ) -> StoreResult<()>;
+
+    /// Stores content once by hash (write, sync, rename, sync the directory).
+    fn put_content(&self, sha256: &str, bytes: &[u8]) -> StoreResult<()>;
+
+    /// The archived item with this de-duplication key.
+    fn find_archived(
+        &self,
+        message_id: &str,
+        sent_date: Option<&str>,
+    ) -> StoreResult<Option<String>>;
+
+    /// Archives `item` as a new archived item, or merges it into the one with the same key if
+    /// that appeared meanwhile. Returns the archived item's id.
+    fn archive(
+        &mut self,
+        item: &str,
+        archival: &Archival,
+        attempts: u32,
+        at: u64,
+    ) -> StoreResult<String>;
+
+    /// Merges `item`'s recipients into the archived item `target` (several reports of one
+    /// message are normal) and records the item as merged.
+    fn merge(
+        &mut self,
+        item: &str,
+        target: &str,
+        archival: &Archival,
+        attempts: u32,
+        at: u64,
+    ) -> StoreResult<()>;
+}
+
+impl SqliteStore {
     /// Opens (creating) the store under `data_dir`.
-    pub(crate) fn open(data_dir: &Path) -> Result<Store, String> {
+    pub(crate) fn open(data_dir: &Path) -> Result<SqliteStore, String> {
         let content_dir = data_dir.join("archive");
         fs::create_dir_all(&content_dir).map_err(|e| format!("{}: {e}", content_dir.display()))?;
         let db = Connection::open(data_dir.join("archive.sqlite3")).map_err(|e| e.to_string())?;
         db.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(|e| e.to_string())?;
         db.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
-        // Full sync: a delivery record, once written, survives power loss.
-        db.pragma_update(None, "synchronous", "FULL")
+        // NORMAL in WAL mode: always consistent; after a power loss the newest transactions may
+        // be missing. That is safe here because the spool's commit log, not this database, is
+        // the record of what was accepted: recovery re-enqueues every spooled item that is not
+        // final here, and archiving is idempotent (content by hash, records by key).
+        db.pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| e.to_string())?;
-        Ok(Store { db, content_dir })
+        Ok(SqliteStore { db, content_dir })
     }
 
+    fn merge_into(
+        tx: &rusqlite::Connection,
+        target: &str,
+        item: &str,
+        archival: &Archival,
+    ) -> rusqlite::Result<()> {
+        for r in &archival.recipients {
+            tx.execute(
+                "INSERT OR IGNORE INTO archived_recipients (archived_id, address, field, expanded, forwarded, source_item) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![target, r.address, r.field, r.expanded, r.forwarded, item],
+            )?;
+        }
+        for m in &archival.mailboxes {
+            tx.execute(
+                "INSERT OR IGNORE INTO mailboxes (archived_id, mailbox) VALUES (?1, ?2)",
+                params![target, m],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl ArchiveStore for SqliteStore {
     /// Starts a batch: the pipeline's writes until [`end_batch`](Self::end_batch) commit
     /// together (one WAL append instead of one per statement).
-    pub(crate) fn begin_batch(&self) -> rusqlite::Result<()> {
-        self.db.execute_batch("BEGIN IMMEDIATE")
+    fn begin_batch(&self) -> StoreResult<()> {
+        Ok(self.db.execute_batch("BEGIN IMMEDIATE")?)
     }
 
     /// Commits the batch.
-    pub(crate) fn end_batch(&self) -> rusqlite::Result<()> {
-        self.db.execute_batch("COMMIT")
+    fn end_batch(&self) -> StoreResult<()> {
+        Ok(self.db.execute_batch("COMMIT")?)
     }
 
     /// Records the configured definitions (for `status`), keeping last-message times.
-    pub(crate) fn set_connectors(
-        &mut self,
-        connectors: &[(String, String, bool, u32)],
-    ) -> rusqlite::Result<()> {
+    fn set_connectors(&mut self, connectors: &[(String, String, bool, u32)]) -> StoreResult<()> {
         let tx = self.db.savepoint()?;
         tx.execute("UPDATE connectors SET position = -1", [])?;
         for (position, (description, address, disabled, period)) in connectors.iter().enumerate() {
@@ -153,11 +279,11 @@ impl Store {
             )?;
         }
         tx.execute("DELETE FROM connectors WHERE position = -1", [])?;
-        tx.commit()
+        Ok(tx.commit()?)
     }
 
     /// The last message time of each connector, by description.
-    pub(crate) fn connector_times(&self) -> rusqlite::Result<Vec<(String, Option<u64>)>> {
+    fn connector_times(&self) -> StoreResult<Vec<(String, Option<u64>)>> {
         let mut stmt = self
             .db
             .prepare("SELECT description, last_message_at FROM connectors ORDER BY position")?;
@@ -167,11 +293,11 @@ impl Store {
                 r.get::<_, Option<i64>>(1)?.map(|t| t as u64),
             ))
         })?;
-        rows.collect()
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// A message arrived for a connector.
-    pub(crate) fn touch_connector(&self, description: &str, at: u64) -> rusqlite::Result<()> {
+    fn touch_connector(&self, description: &str, at: u64) -> StoreResult<()> {
         self.db.execute(
             "UPDATE connectors SET last_message_at = MAX(COALESCE(last_message_at, 0), ?2) WHERE description = ?1",
             params![description, at as i64],
@@ -180,7 +306,7 @@ impl Store {
     }
 
     /// Adds an accepted item (idempotent: recovery may add it again).
-    pub(crate) fn add_item(
+    fn add_item(
         &self,
         id: &str,
         definition: &str,
@@ -188,7 +314,7 @@ impl Store {
         recipient: &str,
         received_at: u64,
         size: u64,
-    ) -> rusqlite::Result<()> {
+    ) -> StoreResult<()> {
         self.db.execute(
             "INSERT OR IGNORE INTO items (id, definition, sender, recipient, received_at, size, state, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'waiting', ?5)",
@@ -198,7 +324,7 @@ impl Store {
     }
 
     /// The items not yet in a final state (recovery re-enqueues them).
-    pub(crate) fn is_final(&self, id: &str) -> rusqlite::Result<bool> {
+    fn is_final(&self, id: &str) -> StoreResult<bool> {
         let state: Option<String> = self
             .db
             .query_row("SELECT state FROM items WHERE id = ?1", [id], |r| r.get(0))
@@ -210,7 +336,7 @@ impl Store {
     }
 
     /// Updates an item's state (and the sender shown in queue details).
-    pub(crate) fn set_state(
+    fn set_state(
         &self,
         id: &str,
         state: &str,
@@ -218,7 +344,7 @@ impl Store {
         reason: Option<&str>,
         sender: Option<&str>,
         at: u64,
-    ) -> rusqlite::Result<()> {
+    ) -> StoreResult<()> {
         self.db.execute(
             "UPDATE items SET state = ?2, attempts = ?3, reason = ?4, sender = COALESCE(?5, sender), updated_at = ?6 WHERE id = ?1",
             params![id, state, attempts, reason, sender, at as i64],
@@ -227,7 +353,7 @@ impl Store {
     }
 
     /// Stores content once by hash (write, sync, rename, sync the directory).
-    pub(crate) fn put_content(&self, sha256: &str, bytes: &[u8]) -> std::io::Result<()> {
+    fn put_content(&self, sha256: &str, bytes: &[u8]) -> StoreResult<()> {
         let dir = self.content_dir.join(sha256.get(..2).unwrap_or("xx"));
         let path = dir.join(sha256);
         if path.exists() {
@@ -239,33 +365,34 @@ impl Store {
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, &path)?;
-        fs::File::open(&dir)?.sync_all()
+        Ok(fs::File::open(&dir)?.sync_all()?)
     }
 
     /// The archived item with this de-duplication key.
-    pub(crate) fn find_archived(
+    fn find_archived(
         &self,
         message_id: &str,
         sent_date: Option<&str>,
-    ) -> rusqlite::Result<Option<String>> {
-        self.db
+    ) -> StoreResult<Option<String>> {
+        Ok(self
+            .db
             .query_row(
                 "SELECT id FROM archived WHERE message_id = ?1 AND sent_date IS ?2",
                 params![message_id, sent_date],
                 |r| r.get(0),
             )
-            .optional()
+            .optional()?)
     }
 
     /// Archives `item` as a new archived item, or merges it into the one with the same key if
     /// that appeared meanwhile. Returns the archived item's id.
-    pub(crate) fn archive(
+    fn archive(
         &mut self,
         item: &str,
         archival: &Archival,
         attempts: u32,
         at: u64,
-    ) -> rusqlite::Result<String> {
+    ) -> StoreResult<String> {
         let tx = self.db.savepoint()?;
         let existing: Option<String> = match &archival.message_id {
             Some(mid) => tx
@@ -298,41 +425,20 @@ impl Store {
 
     /// Merges `item`'s recipients into the archived item `target` (several reports of one
     /// message are normal) and records the item as merged.
-    pub(crate) fn merge(
+    fn merge(
         &mut self,
         item: &str,
         target: &str,
         archival: &Archival,
         attempts: u32,
         at: u64,
-    ) -> rusqlite::Result<()> {
+    ) -> StoreResult<()> {
         let tx = self.db.savepoint()?;
         Self::merge_into(&tx, target, item, archival)?;
         tx.execute(
             "UPDATE items SET state = 'merged', attempts = ?2, merged_into = ?3, content_sha256 = ?4, updated_at = ?5, reason = NULL WHERE id = ?1",
             params![item, attempts, target, archival.content_sha256, at as i64],
         )?;
-        tx.commit()
-    }
-
-    fn merge_into(
-        tx: &rusqlite::Connection,
-        target: &str,
-        item: &str,
-        archival: &Archival,
-    ) -> rusqlite::Result<()> {
-        for r in &archival.recipients {
-            tx.execute(
-                "INSERT OR IGNORE INTO archived_recipients (archived_id, address, field, expanded, forwarded, source_item) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![target, r.address, r.field, r.expanded, r.forwarded, item],
-            )?;
-        }
-        for m in &archival.mailboxes {
-            tx.execute(
-                "INSERT OR IGNORE INTO mailboxes (archived_id, mailbox) VALUES (?1, ?2)",
-                params![target, m],
-            )?;
-        }
-        Ok(())
+        Ok(tx.commit()?)
     }
 }

@@ -18,7 +18,7 @@ use mailjournal::smtp::SessionConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::store::Store;
+use crate::store::{ArchiveStore, SqliteStore};
 
 /// Connections one client address may hold at once.
 const MAX_CONNECTIONS_PER_CLIENT: usize = 50;
@@ -126,7 +126,7 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
         }
     };
 
-    let mut store = Store::open(&data_dir)?;
+    let mut store = SqliteStore::open(&data_dir)?;
     let connectors: Vec<_> = config
         .journal
         .iter()
@@ -157,7 +157,8 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
 
     let policy = Arc::new(policy);
     let interval = Duration::seconds(args.match_interval_seconds.max(1));
-    let mut pipeline = pipeline::Pipeline::new(policy.clone(), data_dir.clone(), store, interval);
+    let mut pipeline =
+        pipeline::Pipeline::new(policy.clone(), data_dir.clone(), Box::new(store), interval);
     for record in &recovery.records {
         pipeline.accept(record, false);
     }

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::spool::{self, Record};
 use crate::clock;
-use crate::store::{Archival, ArchivedRecipient, Store};
+use crate::store::{Archival, ArchiveStore, ArchivedRecipient};
 
 /// Messages to the pipeline thread.
 pub(crate) enum Input {
@@ -34,7 +34,7 @@ pub(crate) enum Input {
 pub(crate) struct Pipeline {
     policy: Arc<Policy>,
     data_dir: PathBuf,
-    store: Store,
+    store: Box<dyn ArchiveStore>,
     queue: Queue,
     connectors: Vec<Connector>,
     /// Items in the queue: their journal definition and where their bytes are in the
@@ -59,7 +59,7 @@ impl Pipeline {
     pub(crate) fn new(
         policy: Arc<Policy>,
         data_dir: PathBuf,
-        store: Store,
+        store: Box<dyn ArchiveStore>,
         attempt_interval: Duration,
     ) -> Pipeline {
         let now = clock::now();
