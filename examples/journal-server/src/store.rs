@@ -239,16 +239,16 @@ impl SqliteStore {
         archival: &Archival,
     ) -> rusqlite::Result<()> {
         for r in &archival.recipients {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT OR IGNORE INTO archived_recipients (archived_id, address, field, expanded, forwarded, source_item) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![target, r.address, r.field, r.expanded, r.forwarded, item],
-            )?;
+            )?
+            .execute(params![target, r.address, r.field, r.expanded, r.forwarded, item])?;
         }
         for m in &archival.mailboxes {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT OR IGNORE INTO mailboxes (archived_id, mailbox) VALUES (?1, ?2)",
-                params![target, m],
-            )?;
+            )?
+            .execute(params![target, m])?;
         }
         Ok(())
     }
@@ -271,12 +271,12 @@ impl ArchiveStore for SqliteStore {
         let tx = self.db.savepoint()?;
         tx.execute("UPDATE connectors SET position = -1", [])?;
         for (position, (description, address, disabled, period)) in connectors.iter().enumerate() {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO connectors (position, description, service_email_address, disabled, period_minutes)
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(description) DO UPDATE SET position = ?1, service_email_address = ?3, disabled = ?4, period_minutes = ?5",
-                params![position as i64, description, address, *disabled, *period],
-            )?;
+            )?
+            .execute(params![position as i64, description, address, *disabled, *period])?;
         }
         tx.execute("DELETE FROM connectors WHERE position = -1", [])?;
         Ok(tx.commit()?)
@@ -298,10 +298,10 @@ impl ArchiveStore for SqliteStore {
 
     /// A message arrived for a connector.
     fn touch_connector(&self, description: &str, at: u64) -> StoreResult<()> {
-        self.db.execute(
+        self.db.prepare_cached(
             "UPDATE connectors SET last_message_at = MAX(COALESCE(last_message_at, 0), ?2) WHERE description = ?1",
-            params![description, at as i64],
-        )?;
+        )?
+        .execute(params![description, at as i64])?;
         Ok(())
     }
 
@@ -315,11 +315,11 @@ impl ArchiveStore for SqliteStore {
         received_at: u64,
         size: u64,
     ) -> StoreResult<()> {
-        self.db.execute(
+        self.db.prepare_cached(
             "INSERT OR IGNORE INTO items (id, definition, sender, recipient, received_at, size, state, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'waiting', ?5)",
-            params![id, definition, sender, recipient, received_at as i64, size as i64],
-        )?;
+        )?
+        .execute(params![id, definition, sender, recipient, received_at as i64, size as i64])?;
         Ok(())
     }
 
@@ -345,10 +345,10 @@ impl ArchiveStore for SqliteStore {
         sender: Option<&str>,
         at: u64,
     ) -> StoreResult<()> {
-        self.db.execute(
+        self.db.prepare_cached(
             "UPDATE items SET state = ?2, attempts = ?3, reason = ?4, sender = COALESCE(?5, sender), updated_at = ?6 WHERE id = ?1",
-            params![id, state, attempts, reason, sender, at as i64],
-        )?;
+        )?
+        .execute(params![id, state, attempts, reason, sender, at as i64])?;
         Ok(())
     }
 
@@ -407,18 +407,18 @@ impl ArchiveStore for SqliteStore {
         let (target, state) = match existing {
             Some(target) => (target, "merged"),
             None => {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO archived (id, message_id, sent_date, subject, sender, format, content_sha256, archived_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![item, archival.message_id, archival.sent_date, archival.subject, archival.sender, archival.format, archival.content_sha256, at as i64],
-                )?;
+                )?
+                .execute(params![item, archival.message_id, archival.sent_date, archival.subject, archival.sender, archival.format, archival.content_sha256, at as i64])?;
                 (item.to_owned(), "archived")
             }
         };
         Self::merge_into(&tx, &target, item, archival)?;
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE items SET state = ?2, attempts = ?3, merged_into = ?4, content_sha256 = ?5, updated_at = ?6, reason = NULL WHERE id = ?1",
-            params![item, state, attempts, (state == "merged").then_some(&target), archival.content_sha256, at as i64],
-        )?;
+        )?
+        .execute(params![item, state, attempts, (state == "merged").then_some(&target), archival.content_sha256, at as i64])?;
         tx.commit()?;
         Ok(target)
     }
@@ -435,10 +435,10 @@ impl ArchiveStore for SqliteStore {
     ) -> StoreResult<()> {
         let tx = self.db.savepoint()?;
         Self::merge_into(&tx, target, item, archival)?;
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE items SET state = 'merged', attempts = ?2, merged_into = ?3, content_sha256 = ?4, updated_at = ?5, reason = NULL WHERE id = ?1",
-            params![item, attempts, target, archival.content_sha256, at as i64],
-        )?;
+        )?
+        .execute(params![item, attempts, target, archival.content_sha256, at as i64])?;
         Ok(tx.commit()?)
     }
 }

@@ -227,7 +227,7 @@ impl Pipeline {
 
     fn try_match(&mut self, id: ItemId, now: Timestamp) -> Option<Action> {
         let name = spool::format_id(id.0);
-        let parsed = match self.parse(id) {
+        let parsed = match self.parse(id, false) {
             Ok(parsed) => parsed,
             Err(reason) => {
                 let _ = self.queue.on_failed(id, reason.clone(), now);
@@ -276,7 +276,21 @@ impl Pipeline {
                 };
                 if let Some(target) = found.filter(|t| *t != name) {
                     let target_id = spool::parse_id(&target)?;
-                    match self.store.merge(&name, &target, &archival, attempts, now.0) {
+                    // A merged item keeps its own archived form too (stored once by hash).
+                    let merged = match self.parse(id, true) {
+                        Ok(Parsed::Keep {
+                            archival, content, ..
+                        }) => self
+                            .store
+                            .put_content(&archival.content_sha256, &content)
+                            .and_then(|()| {
+                                self.store.merge(&name, &target, &archival, attempts, now.0)
+                            }),
+                        Ok(Parsed::Drop { .. }) | Err(_) => {
+                            self.store.merge(&name, &target, &archival, attempts, now.0)
+                        }
+                    };
+                    match merged {
                         Ok(()) => {
                             let _ = self.queue.on_match_result(
                                 id,
@@ -325,7 +339,7 @@ impl Pipeline {
     fn archive(&mut self, id: ItemId, now: Timestamp) {
         let name = spool::format_id(id.0);
         let attempts = self.attempts(id);
-        let result = match self.parse(id) {
+        let result = match self.parse(id, true) {
             Ok(Parsed::Keep {
                 archival, content, ..
             }) => self
@@ -358,18 +372,22 @@ impl Pipeline {
 
     /// Reads, parses and classifies an item. A panic in the parser fails the item, never the
     /// server.
-    fn parse(&self, id: ItemId) -> Result<Parsed, String> {
+    fn parse(&self, id: ItemId, with_content: bool) -> Result<Parsed, String> {
         let (index, log_offset) = *self.journals.get(&id).ok_or("unknown item")?;
         let journal = &self.policy.journals[index];
         let bytes = spool::read_data(&self.data_dir, &spool::format_id(id.0), log_offset)
             .map_err(|e| format!("spool: {e}"))?;
         let policy = &self.policy;
-        catch_unwind(AssertUnwindSafe(|| classify(policy, journal, &bytes)))
-            .map_err(|_| "the parser panicked".to_owned())
+        catch_unwind(AssertUnwindSafe(|| {
+            classify(policy, journal, &bytes, with_content)
+        }))
+        .map_err(|_| "the parser panicked".to_owned())
     }
 }
 
-fn classify(policy: &Policy, journal: &Journal, bytes: &[u8]) -> Parsed {
+/// Parses and classifies one item; the archived bytes and their hash only `with_content`
+/// (matching needs the key, not the content).
+fn classify(policy: &Policy, journal: &Journal, bytes: &[u8], with_content: bool) -> Parsed {
     let d = &journal.definition;
     let options = ParseOptions {
         journal_type: match d.journal_type {
@@ -393,14 +411,22 @@ fn classify(policy: &Policy, journal: &Journal, bytes: &[u8]) -> Parsed {
             display_sender,
         },
         ArchiveDecision::Archive { mailboxes } => {
-            let content = item.archived_message(&options).into_owned();
+            let content = if with_content {
+                item.archived_message(&options).into_owned()
+            } else {
+                Vec::new()
+            };
             let archival = Archival {
                 message_id: item.message_id().map(str::to_owned),
                 sent_date: item.sent_at(&options).map(|t| t.to_string()),
                 subject: item.subject().map(str::to_owned),
                 sender: item.sender().map(str::to_owned),
                 format: item.format().as_str().to_owned(),
-                content_sha256: spool::hex(&Sha256::digest(&content)),
+                content_sha256: if with_content {
+                    spool::hex(&Sha256::digest(&content))
+                } else {
+                    String::new()
+                },
                 recipients: item
                     .recipients()
                     .iter()
