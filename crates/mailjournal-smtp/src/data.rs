@@ -40,6 +40,10 @@ pub struct DataReceiver {
     state: State,
     bare_line_ending: bool,
     detect_bare: bool,
+    measure_lines: bool,
+    /// Octets since the last LF of the message, and the longest line so far (LF excluded).
+    line_len: usize,
+    longest_line: usize,
 }
 
 impl Default for DataReceiver {
@@ -55,7 +59,23 @@ impl DataReceiver {
             state: State::LineStart,
             bare_line_ending: false,
             detect_bare: true,
+            measure_lines: false,
+            line_len: 0,
+            longest_line: 0,
         }
+    }
+
+    /// Whether to measure the longest line of the message (off by default: it costs a scan of
+    /// every line). See [`longest_line`](Self::longest_line).
+    pub fn measure_lines(mut self, on: bool) -> Self {
+        self.measure_lines = on;
+        self
+    }
+
+    /// The longest line of the message so far, in octets with its CRLF (as RFC 5321
+    /// §4.5.3.1.6 counts), after unstuffing; 0 unless [`measure_lines`](Self::measure_lines).
+    pub fn longest_line(&self) -> usize {
+        self.longest_line
     }
 
     /// Whether to notice bare CRs and LFs for [`saw_bare_line_ending`](Self::saw_bare_line_ending)
@@ -99,11 +119,22 @@ impl DataReceiver {
         }
     }
 
-    /// Hands a run to the sink, noting a CR not followed by LF when asked to.
+    /// Hands a run to the sink, noting a CR not followed by LF and line lengths when asked to.
     fn pass(&mut self, run: &[u8], sink: &mut impl FnMut(&[u8])) {
         if self.detect_bare && !self.bare_line_ending {
             self.bare_line_ending =
                 memchr::memchr_iter(b'\r', run).any(|at| run.get(at + 1) != Some(&b'\n'));
+        }
+        if self.measure_lines {
+            let mut start = 0;
+            for lf in memchr::memchr_iter(b'\n', run) {
+                let len = self.line_len + (lf + 1 - start);
+                self.longest_line = self.longest_line.max(len);
+                self.line_len = 0;
+                start = lf + 1;
+            }
+            self.line_len += run.len() - start;
+            self.longest_line = self.longest_line.max(self.line_len);
         }
         sink(run);
     }
@@ -180,13 +211,13 @@ impl DataReceiver {
                 }
                 State::Cr => {
                     if input[i] == b'\n' {
-                        sink(b"\r\n");
+                        self.pass(b"\r\n", &mut sink);
                         i += 1;
                         self.state = State::LineStart;
                     } else {
                         // A bare CR: content. The next byte is read afresh in Mid.
                         self.bare_line_ending = true;
-                        sink(b"\r");
+                        self.pass(b"\r", &mut sink);
                         self.state = State::Mid;
                     }
                 }
@@ -312,6 +343,25 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn longest_line_counts_message_octets_across_chunks() {
+        let mut rx = DataReceiver::new()
+            .detect_bare_line_endings(false)
+            .measure_lines(true);
+        let mut out = Vec::new();
+        rx.feed(b"ab\r\n..cdef", &mut out);
+        rx.feed(b"gh\r", &mut out);
+        assert_eq!(
+            rx.longest_line(),
+            7,
+            "'.cdefgh' so far, the stuffing dot excluded"
+        );
+        let (_, done) = rx.feed(b"\nx\r\n.\r\n", &mut out);
+        assert!(done);
+        assert_eq!(rx.longest_line(), 9, "'.cdefgh' and its CRLF");
+        assert_eq!(out, b"ab\r\n.cdefgh\r\nx\r\n");
     }
 
     #[test]

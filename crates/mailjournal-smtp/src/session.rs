@@ -55,6 +55,10 @@ pub struct SessionConfig {
     pub reject_bare_line_endings: bool,
     /// Pipelined input held while a message awaits its commit.
     pub max_pending_input: usize,
+    /// Reject DATA content with a line longer than this many octets, CRLF included, with
+    /// `500 5.5.2` (RFC 5321 §4.5.3.1.6 sets 1000). `None` by default: an archive keeps what it
+    /// received, and Exchange journals messages whose lines are longer.
+    pub max_data_line_length: Option<usize>,
 }
 
 impl Default for SessionConfig {
@@ -69,6 +73,7 @@ impl Default for SessionConfig {
             tls_available: true,
             reject_bare_line_endings: false,
             max_pending_input: 64 * 1024,
+            max_data_line_length: None,
         }
     }
 }
@@ -119,6 +124,8 @@ pub enum AbortReason {
     TooLarge,
     /// Bare CR or LF with [`SessionConfig::reject_bare_line_endings`] (`550 5.5.2`).
     BareLineEnding,
+    /// A line longer than [`SessionConfig::max_data_line_length`] (`500 5.5.2`).
+    LineTooLong,
     /// RSET or QUIT between BDAT chunks.
     Reset,
     /// The session timed out or was closed mid-message.
@@ -420,11 +427,16 @@ impl Session {
                     let mut chunk = Vec::with_capacity(rest.len());
                     let (used, done) = rx.feed(rest, &mut chunk);
                     let bare = rx.saw_bare_line_ending();
+                    let longest = rx.longest_line();
                     i += used;
                     self.message_data(chunk);
                     if done {
                         let reject_bare = bare && self.config.reject_bare_line_endings;
-                        self.end_of_message(reject_bare);
+                        let too_long = self
+                            .config
+                            .max_data_line_length
+                            .is_some_and(|max| longest > max);
+                        self.end_of_message(reject_bare, too_long);
                     }
                 }
                 Phase::Bdat {
@@ -1012,7 +1024,9 @@ impl Session {
             "End data with <CR><LF>.<CR><LF>",
         ));
         self.phase = Phase::Data(
-            DataReceiver::new().detect_bare_line_endings(self.config.reject_bare_line_endings),
+            DataReceiver::new()
+                .detect_bare_line_endings(self.config.reject_bare_line_endings)
+                .measure_lines(self.config.max_data_line_length.is_some()),
         );
     }
 
@@ -1079,7 +1093,7 @@ impl Session {
                 }
                 self.error(reply);
             }
-            None if last => self.end_of_message(false),
+            None if last => self.end_of_message(false, false),
             None => {
                 let size = self.mail.as_ref().map_or(0, |m| m.size);
                 self.send(Reply::new(
@@ -1126,7 +1140,7 @@ impl Session {
         self.events.push_back(Event::MessageData(chunk));
     }
 
-    fn end_of_message(&mut self, reject_bare: bool) {
+    fn end_of_message(&mut self, reject_bare: bool, line_too_long: bool) {
         let Some(mail) = &self.mail else {
             self.phase = Phase::Command;
             return;
@@ -1138,6 +1152,17 @@ impl Session {
                 552,
                 EnhancedCode(5, 3, 4),
                 "Error: message size exceeds fixed limit",
+            ));
+        }
+        if line_too_long {
+            self.mail = None;
+            self.phase = Phase::Command;
+            self.events
+                .push_back(Event::MessageAborted(AbortReason::LineTooLong));
+            return self.error(Reply::new(
+                500,
+                EnhancedCode(5, 5, 2),
+                "Error: text line too long in message content",
             ));
         }
         if reject_bare {

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! @journal encrypted=false auth=true password=... ranges=127.0.0.1/32,10.0.0.0/8 disabled=true
-//! @server size=1000 recipients=2 errors=10 strict tls=false
+//! @server size=1000 recipients=2 errors=10 strict tls=false line=1000
 //! @peer 127.0.0.2
 //! C: EHLO x            client line, CRLF appended
 //! C+ raw\r\nbytes      client bytes, \r \n \0 \\ escapes, nothing appended
@@ -166,6 +166,9 @@ impl Harness {
                             }
                             Some(("errors", v)) => self.config.max_errors = v.parse().unwrap(),
                             Some(("tls", v)) => self.config.tls_available = v == "true",
+                            Some(("line", v)) => {
+                                self.config.max_data_line_length = Some(v.parse().unwrap())
+                            }
                             None if kv == "strict" => self.config.reject_bare_line_endings = true,
                             _ => panic!("{at}: unknown @server setting"),
                         }

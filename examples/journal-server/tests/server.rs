@@ -453,4 +453,14 @@ fn two_reports_of_one_message_merge_their_recipients() {
         .query_row("SELECT COUNT(*) FROM archived", [], |r| r.get(0))
         .unwrap();
     assert_eq!(archived, 1, "one archived message, two delivery records");
+    let (code, merged) = get(&server.data_dir, &b, false);
+    assert_eq!(
+        code,
+        Some(0),
+        "a merged item's archived form is retrievable"
+    );
+    assert!(
+        merged.ends_with(b"Decrypted clear-text body.\r\n")
+            || merged.windows(13).any(|w| w == b"message.rpmsg")
+    );
 }
