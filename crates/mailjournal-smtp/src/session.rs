@@ -986,6 +986,20 @@ impl Session {
             let peer = self.peer;
             return self.error(Reply::new(550, EnhancedCode(5, 7, 1), format!("<{to}>: Client address {peer} is not an authorized source for this journal address")));
         }
+        // One journal definition per transaction: each accepted message becomes one journal
+        // item under one definition's options. 452 makes the client send the rest again.
+        if self
+            .mail
+            .as_ref()
+            .and_then(|m| m.recipients.first())
+            .is_some_and(|first| first.journal != index)
+        {
+            return self.error(Reply::new(
+                452,
+                EnhancedCode(4, 5, 3),
+                "Error: one journal address per transaction, send the others separately",
+            ));
+        }
         if let Some(mail) = &mut self.mail {
             mail.recipients.push(Recipient {
                 address: to.to_owned(),

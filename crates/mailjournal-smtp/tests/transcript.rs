@@ -7,6 +7,7 @@
 //! @journal encrypted=false auth=true password=... ranges=127.0.0.1/32,10.0.0.0/8 disabled=true
 //! @server size=1000 recipients=2 errors=10 strict tls=false line=1000
 //! @peer 127.0.0.2
+//! @2nd                 a second definition, second@journal.contoso.com, with the same settings
 //! C: EHLO x            client line, CRLF appended
 //! C+ raw\r\nbytes      client bytes, \r \n \0 \\ escapes, nothing appended
 //! S: 250 2.1.0         the next reply: code, and enhanced code when given
@@ -52,6 +53,7 @@ struct Harness {
     session: Option<Session>,
     config: SessionConfig,
     journal_edits: Vec<(String, String)>,
+    second_journal: bool,
     peer: IpAddr,
     replies: VecDeque<String>,
     last_reply: String,
@@ -68,6 +70,7 @@ impl Harness {
                 ..SessionConfig::default()
             },
             journal_edits: Vec::new(),
+            second_journal: false,
             peer: "127.0.0.1".parse().unwrap(),
             replies: VecDeque::new(),
             last_reply: String::new(),
@@ -94,6 +97,12 @@ impl Harness {
                     }
                     other => panic!("unknown @journal key {other}"),
                 }
+            }
+            if self.second_journal {
+                let mut second = config.journal[0].clone();
+                second.description = "second".into();
+                second.service_email_address = "second@journal.contoso.com".into();
+                config.journal.push(second);
             }
             let (policy, _) = Policy::from_config(&config).unwrap_or_else(|r| panic!("{r}"));
             self.session = Some(Session::new(
@@ -174,6 +183,7 @@ impl Harness {
                         }
                     }
                 }
+                "@2" => self.second_journal = true,
                 "@p" => self.peer = line["@peer".len()..].trim().parse().unwrap(),
                 "C:" => {
                     let mut bytes = unescape(arg);
