@@ -255,18 +255,14 @@ impl SqliteStore {
 }
 
 impl ArchiveStore for SqliteStore {
-    /// Starts a batch: the pipeline's writes until [`end_batch`](Self::end_batch) commit
-    /// together (one WAL append instead of one per statement).
     fn begin_batch(&self) -> StoreResult<()> {
         Ok(self.db.execute_batch("BEGIN IMMEDIATE")?)
     }
 
-    /// Commits the batch.
     fn end_batch(&self) -> StoreResult<()> {
         Ok(self.db.execute_batch("COMMIT")?)
     }
 
-    /// Records the configured definitions (for `status`), keeping last-message times.
     fn set_connectors(&mut self, connectors: &[(String, String, bool, u32)]) -> StoreResult<()> {
         let tx = self.db.savepoint()?;
         tx.execute("UPDATE connectors SET position = -1", [])?;
@@ -282,7 +278,6 @@ impl ArchiveStore for SqliteStore {
         Ok(tx.commit()?)
     }
 
-    /// The last message time of each connector, by description.
     fn connector_times(&self) -> StoreResult<Vec<(String, Option<u64>)>> {
         let mut stmt = self
             .db
@@ -296,7 +291,6 @@ impl ArchiveStore for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// A message arrived for a connector.
     fn touch_connector(&self, description: &str, at: u64) -> StoreResult<()> {
         self.db.prepare_cached(
             "UPDATE connectors SET last_message_at = MAX(COALESCE(last_message_at, 0), ?2) WHERE description = ?1",
@@ -305,7 +299,6 @@ impl ArchiveStore for SqliteStore {
         Ok(())
     }
 
-    /// Adds an accepted item (idempotent: recovery may add it again).
     fn add_item(
         &self,
         id: &str,
@@ -323,7 +316,6 @@ impl ArchiveStore for SqliteStore {
         Ok(())
     }
 
-    /// The items not yet in a final state (recovery re-enqueues them).
     fn is_final(&self, id: &str) -> StoreResult<bool> {
         let state: Option<String> = self
             .db
@@ -335,7 +327,6 @@ impl ArchiveStore for SqliteStore {
         ))
     }
 
-    /// Updates an item's state (and the sender shown in queue details).
     fn set_state(
         &self,
         id: &str,
@@ -352,7 +343,6 @@ impl ArchiveStore for SqliteStore {
         Ok(())
     }
 
-    /// Stores content once by hash (write, sync, rename, sync the directory).
     fn put_content(&self, sha256: &str, bytes: &[u8]) -> StoreResult<()> {
         let dir = self.content_dir.join(sha256.get(..2).unwrap_or("xx"));
         let path = dir.join(sha256);
@@ -368,7 +358,6 @@ impl ArchiveStore for SqliteStore {
         Ok(fs::File::open(&dir)?.sync_all()?)
     }
 
-    /// The archived item with this de-duplication key.
     fn find_archived(
         &self,
         message_id: &str,
@@ -384,8 +373,6 @@ impl ArchiveStore for SqliteStore {
             .optional()?)
     }
 
-    /// Archives `item` as a new archived item, or merges it into the one with the same key if
-    /// that appeared meanwhile. Returns the archived item's id.
     fn archive(
         &mut self,
         item: &str,
@@ -423,8 +410,6 @@ impl ArchiveStore for SqliteStore {
         Ok(target)
     }
 
-    /// Merges `item`'s recipients into the archived item `target` (several reports of one
-    /// message are normal) and records the item as merged.
     fn merge(
         &mut self,
         item: &str,
