@@ -46,6 +46,15 @@ enum Command {
         #[arg(long)]
         as_received: bool,
     },
+    /// Retry a failed item (its state must be `failed`); the running server picks it up
+    /// within seconds, or the next start does. Exit 1 when the id is unknown or not failed.
+    Retry {
+        /// The server's data directory.
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// The queue id.
+        id: String,
+    },
     /// Check a configuration file: prints every error and warning with its path.
     /// Exit 0 when valid, 1 when not, 2 when it cannot be read or parsed.
     CheckConfig {
@@ -89,6 +98,20 @@ fn main() -> ExitCode {
             id,
             as_received,
         } => status::get(&data_dir, &id, as_received),
+        Command::Retry { data_dir, id } => match store::request_retry(&data_dir, &id) {
+            Ok(true) => {
+                println!("{id}: retry requested");
+                ExitCode::SUCCESS
+            }
+            Ok(false) => {
+                eprintln!("{id}: no failed item with this id");
+                ExitCode::from(1)
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", data_dir.display());
+                ExitCode::from(2)
+            }
+        },
         Command::CheckConfig { file } => config_cmd::check_config(&file),
         Command::Init { domain } => config_cmd::init(&domain),
         Command::M365Plan(args) => config_cmd::m365_plan(&args),

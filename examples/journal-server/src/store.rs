@@ -171,6 +171,9 @@ pub(crate) trait ArchiveStore: Send {
     /// The items not yet in a final state (recovery re-enqueues them).
     fn is_final(&self, id: &str) -> StoreResult<bool>;
 
+    /// Items an operator asked to retry (`journal-server retry`), marked `retry`.
+    fn retry_requests(&self) -> StoreResult<Vec<String>>;
+
     /// Updates an item's state (and the sender shown in queue details).
     fn set_state(
         &self,
@@ -327,6 +330,14 @@ impl ArchiveStore for SqliteStore {
         ))
     }
 
+    fn retry_requests(&self) -> StoreResult<Vec<String>> {
+        let mut stmt = self
+            .db
+            .prepare_cached("SELECT id FROM items WHERE state = 'retry'")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn set_state(
         &self,
         id: &str,
@@ -426,4 +437,16 @@ impl ArchiveStore for SqliteStore {
         .execute(params![item, attempts, target, archival.content_sha256, at as i64])?;
         Ok(tx.commit()?)
     }
+}
+
+/// Marks a failed item for retry; the running server (or the next start) picks it up.
+/// Returns false when the item is unknown or not failed.
+pub(crate) fn request_retry(data_dir: &Path, id: &str) -> rusqlite::Result<bool> {
+    let db = Connection::open(data_dir.join("archive.sqlite3"))?;
+    db.busy_timeout(std::time::Duration::from_secs(5))?;
+    let changed = db.execute(
+        "UPDATE items SET state = 'retry' WHERE id = ?1 AND state = 'failed'",
+        [id],
+    )?;
+    Ok(changed == 1)
 }

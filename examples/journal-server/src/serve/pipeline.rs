@@ -22,6 +22,9 @@ use super::spool::{self, Record};
 use crate::clock;
 use crate::store::{Archival, ArchiveStore, ArchivedRecipient};
 
+/// How often, at most, operator retry requests are looked for.
+const RETRY_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Messages to the pipeline thread.
 pub(crate) enum Input {
     /// A committed message.
@@ -106,9 +109,10 @@ impl Pipeline {
                 .into_iter()
                 .chain(self.connectors.iter().filter_map(Connector::next_deadline))
                 .min()
-                .map_or(std::time::Duration::from_secs(60), |d| {
+                .map_or(RETRY_CHECK, |d| {
                     std::time::Duration::from_millis(d.since(now).as_millis().max(1))
-                });
+                })
+                .min(RETRY_CHECK);
             let first = input.recv_timeout(wait);
             if matches!(
                 first,
@@ -127,6 +131,7 @@ impl Pipeline {
                 }
                 next = input.try_recv().ok();
             }
+            self.take_retries(clock::now());
             self.step(clock::now());
             if batch.is_ok()
                 && let Err(e) = self.store.end_batch()
@@ -190,6 +195,19 @@ impl Pipeline {
         };
         if self.queue.enqueue(meta, clock::now()).is_ok() {
             self.journals.insert(ItemId(id), (index, record.log_offset));
+        }
+    }
+
+    /// Failed items an operator asked to retry start over.
+    fn take_retries(&mut self, now: Timestamp) {
+        for name in self.store.retry_requests().unwrap_or_default() {
+            let Some(id) = spool::parse_id(&name).map(ItemId) else {
+                continue;
+            };
+            if self.queue.retry(id, now).is_ok() {
+                let _ = self.store.set_state(&name, "waiting", 0, None, None, now.0);
+                tracing::info!(id = %name, "retry requested by an operator");
+            }
         }
     }
 
@@ -445,5 +463,74 @@ fn classify(policy: &Policy, journal: &Journal, bytes: &[u8], with_content: bool
                 display_sender,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{SqliteStore, request_retry};
+    use mailjournal::definition::provision;
+
+    fn state(data_dir: &std::path::Path, id: &str) -> String {
+        let db = crate::store::open_read_only(data_dir).unwrap();
+        db.query_row("SELECT state FROM items WHERE id = ?1", [id], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_failed_item_stays_failed_until_an_operator_retries_it() {
+        let dir =
+            std::env::temp_dir().join(format!("journal-pipeline-retry-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("spool/data")).unwrap();
+        let mut config = provision::starter_config("contoso.com").unwrap();
+        config.journal[0].journal_type = JournalType::Eml;
+        let (policy, _) = Policy::from_config(&config).unwrap();
+        let store = SqliteStore::open(&dir).unwrap();
+        let mut pipeline = Pipeline::new(
+            Arc::new(policy),
+            dir.clone(),
+            Box::new(store),
+            Duration::seconds(1),
+        );
+
+        let now = clock::now();
+        let id = spool::format_id(now.0 << 20);
+        let record = Record {
+            id: id.clone(),
+            received_at: now.0,
+            peer: "127.0.0.1".into(),
+            helo: "x".into(),
+            tls_version: None,
+            tls_cipher: None,
+            authenticated: None,
+            mail_from: None,
+            recipients: vec!["journaling@journal.contoso.com".into()],
+            journals: vec![0],
+            size: 0,
+            sha256: String::new(),
+            inline_data: false,
+            log_offset: None,
+        };
+        // The data file is missing: the first attempt fails and the item stays failed.
+        pipeline.accept(&record, true);
+        pipeline.step(now);
+        assert_eq!(state(&dir, &id), "failed");
+        pipeline.step(now + Duration::minutes(10));
+        assert_eq!(state(&dir, &id), "failed", "no automatic retry");
+
+        std::fs::write(dir.join("spool/data").join(&id), b"From: alice@contoso.com\r\nTo: bob@contoso.com\r\nMessage-ID: <r@contoso.com>\r\n\r\nhi\r\n").unwrap();
+        assert!(request_retry(&dir, &id).unwrap());
+        assert!(
+            !request_retry(&dir, &id).unwrap(),
+            "only a failed item can be retried"
+        );
+        let later = now + Duration::minutes(11);
+        pipeline.take_retries(later);
+        for s in 0..3 {
+            pipeline.step(later + Duration::seconds(s));
+        }
+        assert_eq!(state(&dir, &id), "archived");
     }
 }
