@@ -159,9 +159,7 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
     let interval = Duration::seconds(args.match_interval_seconds.max(1));
     let mut pipeline =
         pipeline::Pipeline::new(policy.clone(), data_dir.clone(), Box::new(store), interval);
-    for record in &recovery.records {
-        pipeline.accept(record, false);
-    }
+    pipeline.recover(&recovery.records);
     let (pipeline_tx, pipeline_rx) = std::sync::mpsc::channel();
     let pipeline_thread = std::thread::Builder::new()
         .name("pipeline".into())

@@ -144,6 +144,19 @@ impl Pipeline {
         }
     }
 
+    /// Re-queues every spooled item that is not final in the archive, in one transaction.
+    pub(crate) fn recover(&mut self, records: &[Record]) {
+        let batch = self.store.begin_batch();
+        for record in records {
+            self.accept(record, false);
+        }
+        if batch.is_ok()
+            && let Err(e) = self.store.end_batch()
+        {
+            tracing::error!(error = %e, "archive store commit failed during recovery");
+        }
+    }
+
     /// Takes a committed message into the queue (also used by recovery, `fresh = false`).
     pub(crate) fn accept(&mut self, record: &Record, fresh: bool) {
         let Some(&index) = record.journals.first() else {
