@@ -57,6 +57,12 @@ fn read_status(data_dir: &Path, limit: usize) -> rusqlite::Result<Value> {
         let (state, n) = row?;
         counts.insert(state, json!(n));
     }
+    let oldest: Option<i64> = db.query_row(
+        "SELECT MIN(received_at) FROM items WHERE state NOT IN ('archived', 'merged', 'not_archived', 'expired')",
+        [],
+        |r| r.get(0),
+    )?;
+    let oldest_pending_age = oldest.map(|t| now.since(Timestamp(t as u64)).as_millis() / 1000);
     let sql = "SELECT id, state, definition, sender, recipient, received_at, attempts, reason FROM items ORDER BY received_at DESC, id DESC LIMIT ?1";
     let limit = if limit == 0 { -1 } else { limit as i64 };
     let mut stmt = db.prepare(sql)?;
@@ -78,7 +84,10 @@ fn read_status(data_dir: &Path, limit: usize) -> rusqlite::Result<Value> {
             Ok(item)
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(json!({"connectors": connectors, "queue": {"counts": counts, "items": items}}))
+    Ok(json!({
+        "connectors": connectors,
+        "queue": {"counts": counts, "oldest_pending_age_seconds": oldest_pending_age, "items": items}
+    }))
 }
 
 fn print_text(value: &Value) {
