@@ -232,7 +232,7 @@ pub struct Snapshot {
 #[derive(Debug, Clone)]
 pub struct Queue {
     params: QueueParams,
-    items: HashMap<ItemId, Item>,
+    items: Items,
     /// Waiting items by due time: `poll` pops only what is due.
     due: BTreeSet<(Timestamp, ItemId)>,
 }
@@ -242,7 +242,7 @@ impl Queue {
     pub fn new(params: QueueParams) -> Self {
         Queue {
             params,
-            items: HashMap::new(),
+            items: Items::default(),
             due: BTreeSet::new(),
         }
     }
@@ -442,7 +442,7 @@ impl Queue {
     /// Forgets terminal items last changed before `before` (they live on in the archive).
     pub fn prune(&mut self, before: Timestamp) -> usize {
         let old = self.items.len();
-        self.items.retain(|_, item| {
+        self.items.retain(|item| {
             !(item.state.is_terminal()
                 && !matches!(item.state, ItemState::Failed { .. })
                 && item.updated_at < before)
@@ -531,6 +531,70 @@ impl Queue {
             });
         }
         Ok(item)
+    }
+}
+
+/// The items, kept in a slab: their bodies sit in one vector in arrival order (the order in
+/// which `poll` mostly visits them, so walking it stays in cache), and the id map holds only
+/// small `(id, slot)` pairs.
+#[derive(Debug, Clone, Default)]
+struct Items {
+    slots: Vec<Option<Item>>,
+    free: Vec<u32>,
+    index: HashMap<ItemId, u32>,
+}
+
+impl Items {
+    fn contains_key(&self, id: &ItemId) -> bool {
+        self.index.contains_key(id)
+    }
+
+    fn insert(&mut self, id: ItemId, item: Item) {
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(item);
+                slot
+            }
+            None => {
+                self.slots.push(Some(item));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        if let Some(old) = self.index.insert(id, slot) {
+            self.slots[old as usize] = None;
+            self.free.push(old);
+        }
+    }
+
+    fn get(&self, id: &ItemId) -> Option<&Item> {
+        self.slots.get(*self.index.get(id)? as usize)?.as_ref()
+    }
+
+    fn get_mut(&mut self, id: &ItemId) -> Option<&mut Item> {
+        self.slots.get_mut(*self.index.get(id)? as usize)?.as_mut()
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Item> {
+        self.slots.iter().flatten()
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Item) -> bool) {
+        for (slot, entry) in self.slots.iter_mut().enumerate() {
+            if entry.as_ref().is_some_and(|item| !keep(item)) {
+                if let Some(item) = entry.take() {
+                    self.index.remove(&item.meta.id);
+                }
+                self.free.push(slot as u32);
+            }
+        }
     }
 }
 
