@@ -22,6 +22,9 @@ use super::spool::{self, Record};
 use crate::clock;
 use crate::store::{Archival, ArchiveStore, ArchivedRecipient};
 
+/// How long arrivals gather before the pipeline handles them.
+const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// How often, at most, operator retry requests are looked for.
 const RETRY_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -40,6 +43,8 @@ pub(crate) struct Pipeline {
     store: Box<dyn ArchiveStore>,
     queue: Queue,
     connectors: Vec<Connector>,
+    /// Connectors that received messages since the last flush, with the latest time.
+    touched: HashMap<usize, u64>,
     /// Items in the queue: their journal definition and where their bytes are in the
     /// commit log (when inline).
     journals: HashMap<ItemId, (usize, Option<u64>)>,
@@ -95,6 +100,7 @@ impl Pipeline {
             store,
             queue: Queue::new(params),
             connectors,
+            touched: HashMap::new(),
             journals: HashMap::new(),
         }
     }
@@ -120,6 +126,11 @@ impl Pipeline {
             ) {
                 return;
             }
+            // Under load, let a few milliseconds of arrivals gather: one wake-up and one
+            // database transaction for all of them, instead of one per message.
+            if first.is_ok() {
+                std::thread::sleep(BATCH_WINDOW);
+            }
             // Everything that is waiting goes into one database transaction.
             let batch = self.store.begin_batch();
             let mut stop = false;
@@ -131,6 +142,7 @@ impl Pipeline {
                 }
                 next = input.try_recv().ok();
             }
+            self.flush_connectors();
             self.take_retries(clock::now());
             self.step(clock::now());
             if batch.is_ok()
@@ -182,9 +194,9 @@ impl Pipeline {
             tracing::error!(id = %record.id, error = %e, "cannot record item");
         }
         if fresh {
-            let _ = self
-                .store
-                .touch_connector(&d.description, record.received_at);
+            // Written to the store once per batch (see `flush_connectors`).
+            let latest = self.touched.entry(index).or_default();
+            *latest = (*latest).max(record.received_at);
             for change in self.connectors[index].on_message(Timestamp(record.received_at)) {
                 tracing::info!(connector = %d.description, from = change.from.name(), to = change.to.name(), "connector status changed");
             }
@@ -208,6 +220,14 @@ impl Pipeline {
         };
         if self.queue.enqueue(meta, clock::now()).is_ok() {
             self.journals.insert(ItemId(id), (index, record.log_offset));
+        }
+    }
+
+    /// Records each touched connector's last message time.
+    fn flush_connectors(&mut self) {
+        for (index, at) in std::mem::take(&mut self.touched) {
+            let name = &self.policy.journals[index].definition.description;
+            let _ = self.store.touch_connector(name, at);
         }
     }
 
