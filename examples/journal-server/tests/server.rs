@@ -394,7 +394,14 @@ fn smuggling_vectors_and_bdat() {
     let mut rest = Vec::new();
     let _ = c.reader.read_to_end(&mut rest);
     assert!(rest.is_empty());
-    let status = status_json(&server.data_dir);
+    // Queue details follow the commit log within moments (the pipeline batches its writes).
+    wait_for_state(&server.data_dir, &id, "waiting");
+    let status = wait_for_state(&server.data_dir, &bdat_id, "waiting");
+    assert_eq!(
+        status["queue"]["items"].as_array().unwrap().len(),
+        2,
+        "{status}"
+    );
     assert_eq!(
         status["queue"]["items"].as_array().unwrap().len(),
         2,
