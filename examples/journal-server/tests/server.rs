@@ -395,18 +395,24 @@ fn smuggling_vectors_and_bdat() {
     let _ = c.reader.read_to_end(&mut rest);
     assert!(rest.is_empty());
     // Queue details follow the commit log within moments (the pipeline batches its writes).
-    wait_for_state(&server.data_dir, &id, "waiting");
-    let status = wait_for_state(&server.data_dir, &bdat_id, "waiting");
-    assert_eq!(
-        status["queue"]["items"].as_array().unwrap().len(),
-        2,
-        "{status}"
-    );
-    assert_eq!(
-        status["queue"]["items"].as_array().unwrap().len(),
-        2,
-        "{status}"
-    );
+    let start = Instant::now();
+    loop {
+        let status = status_json(&server.data_dir);
+        let items = status["queue"]["items"].as_array().unwrap();
+        if items.len() == 2 {
+            let ids: Vec<_> = items
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_owned())
+                .collect();
+            assert!(ids.contains(&id) && ids.contains(&bdat_id), "{status}");
+            break;
+        }
+        assert!(
+            items.len() < 2 && start.elapsed() < Duration::from_secs(20),
+            "{status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn send_data(c: &mut Client, message: &[u8]) -> String {
