@@ -30,7 +30,7 @@ fn lifecycle(c: &mut Criterion) {
         group.throughput(Throughput::Elements(n));
         group.bench_with_input(BenchmarkId::new("enqueue_poll_merge", n), &n, |b, &n| {
             b.iter(|| {
-                let mut q = Queue::new(QueueParams::default());
+                let mut q = Queue::with_capacity(QueueParams::default(), n as usize);
                 let t0 = Timestamp(1_700_000_000_000);
                 for i in 0..n {
                     let meta = ItemMeta {

@@ -247,6 +247,20 @@ impl Queue {
         }
     }
 
+    /// An empty queue with room for `items` items before it grows (e.g. the spool's count at
+    /// start-up), so that filling it does not re-copy and re-hash what it holds.
+    pub fn with_capacity(params: QueueParams, items: usize) -> Self {
+        Queue {
+            params,
+            items: Items {
+                slots: Vec::with_capacity(items),
+                free: Vec::new(),
+                index: HashMap::with_capacity(items),
+            },
+            due: BTreeSet::new(),
+        }
+    }
+
     /// The parameters.
     pub fn params(&self) -> QueueParams {
         self.params
