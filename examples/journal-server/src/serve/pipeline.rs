@@ -530,22 +530,7 @@ mod tests {
 
         let now = clock::now();
         let id = spool::format_id(now.0 << 20);
-        let record = Record {
-            id: id.clone(),
-            received_at: now.0,
-            peer: "127.0.0.1".into(),
-            helo: "x".into(),
-            tls_version: None,
-            tls_cipher: None,
-            authenticated: None,
-            mail_from: None,
-            recipients: vec!["journaling@journal.contoso.com".into()],
-            journals: vec![0],
-            size: 0,
-            sha256: String::new(),
-            inline_data: false,
-            log_offset: None,
-        };
+        let record = Record::for_test(now.0 << 20, now.0);
         // The data file is missing: the first attempt fails and the item stays failed.
         pipeline.accept(&record, true);
         pipeline.step(now);

@@ -545,20 +545,12 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("journal-spool-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    fn record(id: u64) -> Record {
+impl Record {
+    /// A record for one journal address, as tests of the spool and the pipeline need it.
+    pub(crate) fn for_test(id: u64, received_at: u64) -> Record {
         Record {
             id: format_id(id),
-            received_at: 0,
+            received_at,
             peer: "127.0.0.1".into(),
             helo: "x".into(),
             tls_version: None,
@@ -572,6 +564,22 @@ mod tests {
             inline_data: false,
             log_offset: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("journal-spool-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn record(id: u64) -> Record {
+        Record::for_test(id, 0)
     }
 
     #[tokio::test]
