@@ -1159,36 +1159,45 @@ impl Session {
             self.phase = Phase::Command;
             return;
         };
-        if mail.oversize {
+        // The message is refused at its end: (the abort to report, unless already reported
+        // when the size limit was crossed; the reply).
+        let refusal = if mail.oversize {
+            Some((
+                None,
+                Reply::new(
+                    552,
+                    EnhancedCode(5, 3, 4),
+                    "Error: message size exceeds fixed limit",
+                ),
+            ))
+        } else if line_too_long {
+            Some((
+                Some(AbortReason::LineTooLong),
+                Reply::new(
+                    500,
+                    EnhancedCode(5, 5, 2),
+                    "Error: text line too long in message content",
+                ),
+            ))
+        } else if reject_bare {
+            Some((
+                Some(AbortReason::BareLineEnding),
+                Reply::new(
+                    550,
+                    EnhancedCode(5, 5, 2),
+                    "Error: bare CR or LF received in message content",
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((abort, reply)) = refusal {
             self.mail = None;
             self.phase = Phase::Command;
-            return self.error(Reply::new(
-                552,
-                EnhancedCode(5, 3, 4),
-                "Error: message size exceeds fixed limit",
-            ));
-        }
-        if line_too_long {
-            self.mail = None;
-            self.phase = Phase::Command;
-            self.events
-                .push_back(Event::MessageAborted(AbortReason::LineTooLong));
-            return self.error(Reply::new(
-                500,
-                EnhancedCode(5, 5, 2),
-                "Error: text line too long in message content",
-            ));
-        }
-        if reject_bare {
-            self.mail = None;
-            self.phase = Phase::Command;
-            self.events
-                .push_back(Event::MessageAborted(AbortReason::BareLineEnding));
-            return self.error(Reply::new(
-                550,
-                EnhancedCode(5, 5, 2),
-                "Error: bare CR or LF received in message content",
-            ));
+            if let Some(reason) = abort {
+                self.events.push_back(Event::MessageAborted(reason));
+            }
+            return self.error(reply);
         }
         let size = mail.size;
         self.phase = Phase::AwaitingCommit;
