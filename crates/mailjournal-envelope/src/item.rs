@@ -436,13 +436,12 @@ impl Report {
                 None => Err(fail(StepDown::NoJournalHeader, None)),
             };
         };
-        let Some((content_type, boundary)) = content_type
+        let Some(boundary) = content_type
             .filter(|c| c.is_multipart())
-            .and_then(|c| Some((c, c.param("boundary")?)))
+            .and_then(|c| c.param("boundary"))
         else {
             return Err(fail(StepDown::NotMultipart, Some(version)));
         };
-        let _ = content_type;
         let multipart = split_multipart(
             input,
             block.body_start,
