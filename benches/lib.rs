@@ -41,3 +41,42 @@ Content-Disposition: attachment; filename=\"figures.pdf\"\r\n\r\n",
     out.extend_from_slice(b"--inner--\r\n\r\n--_jr_4f1c2a77-1b2e-4d7c-9a1f-3c2b1a0f9e8d_--\r\n");
     out
 }
+
+/// One round of the queue lifecycle for the items `first .. first + n` (received one
+/// millisecond apart from `t0`, all due by `now`): enqueue them, poll, answer every match
+/// attempt with a merge. Returns the number of actions.
+///
+/// ```
+/// use mailjournal::queue::{Queue, QueueParams, Timestamp};
+/// let mut queue = Queue::new(QueueParams::default());
+/// let t0 = Timestamp(0);
+/// assert_eq!(mailjournal_benches::queue_round(&mut queue, 0, 100, t0, Timestamp(100)), 100);
+/// assert_eq!(queue.prune(Timestamp(101)), 100);
+/// ```
+pub fn queue_round(
+    queue: &mut mailjournal::queue::Queue,
+    first: u64,
+    n: u64,
+    t0: mailjournal::queue::Timestamp,
+    now: mailjournal::queue::Timestamp,
+) -> usize {
+    use mailjournal::queue::{Action, Duration, ItemId, ItemMeta, MatchResult, Timing};
+    for i in first..first + n {
+        let meta = ItemMeta {
+            id: ItemId(i),
+            definition: String::new(),
+            sender: String::new(),
+            recipients: Vec::new(),
+            received_at: t0 + Duration(i),
+            timing: Timing::default(),
+        };
+        let _ = queue.enqueue(meta, now);
+    }
+    let actions = queue.poll(now);
+    for action in &actions {
+        if let Action::TryMatch(id) = *action {
+            let _ = queue.on_match_result(id, MatchResult::Found(ItemId(0)), now);
+        }
+    }
+    actions.len()
+}

@@ -6,6 +6,8 @@
 //! or touches a file: time is an argument ([`Timestamp`]), and the machines say what to do and
 //! when to call them again.
 
+mod due;
+mod index;
 pub mod lifecycle;
 pub mod status;
 pub mod time;

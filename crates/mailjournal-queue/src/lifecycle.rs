@@ -13,10 +13,12 @@
 //! The queue never reads a clock: `now` is an argument, [`Queue::poll`] returns the
 //! [`Action`]s whose time has come and [`Queue::next_deadline`] says when to call it again.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::due::DueSet;
+use crate::index::{IdIndex, Slot};
 use crate::{Duration, Timestamp};
 
 /// Identifies an item: the host's queue id.
@@ -233,9 +235,13 @@ pub struct Snapshot {
 pub struct Queue {
     params: QueueParams,
     items: Items,
-    /// Waiting items by due time: `poll` pops only what is due.
-    due: BTreeSet<(Timestamp, ItemId)>,
+    /// Waiting items by due time, with their slot so that `poll` reaches the item without
+    /// the id index: `poll` pops only what is due.
+    due: DueSet<Due>,
 }
+
+/// An entry of the due set: ordered by time, then id (the slot rides along).
+type Due = (Timestamp, ItemId, Slot);
 
 impl Queue {
     /// An empty queue.
@@ -243,7 +249,7 @@ impl Queue {
         Queue {
             params,
             items: Items::default(),
-            due: BTreeSet::new(),
+            due: DueSet::default(),
         }
     }
 
@@ -255,9 +261,9 @@ impl Queue {
             items: Items {
                 slots: Vec::with_capacity(items),
                 free: Vec::new(),
-                index: HashMap::with_capacity(items),
+                index: IdIndex::with_capacity(items),
             },
-            due: BTreeSet::new(),
+            due: DueSet::with_capacity(items),
         }
     }
 
@@ -273,7 +279,7 @@ impl Queue {
         }
         let id = meta.id;
         let due = meta.received_at + meta.timing.initial_process_delay;
-        self.items.insert(
+        let slot = self.items.insert(
             id,
             Item {
                 meta,
@@ -282,23 +288,21 @@ impl Queue {
                 updated_at: now,
             },
         );
-        self.due.insert((due, id));
+        self.due.insert((due, id, slot));
         Ok(())
     }
 
     /// Returns every action whose time has come, in due order, and moves the items on.
     pub fn poll(&mut self, now: Timestamp) -> Vec<Action> {
         let mut actions = Vec::new();
-        while let Some(&(due, id)) = self.due.first() {
-            if due > now {
-                break;
-            }
-            self.due.pop_first();
+        while let Some((due, id, slot)) = self.due.pop_first_if(|&(due, ..)| due <= now) {
             let params = self.params;
-            let Some(item) = self.items.get_mut(&id) else {
+            // The due set is kept exact (every change of a waiting item removes its entry),
+            // so the slot holds this item; the checks only guard that invariant.
+            let Some(item) = self.items.at_mut(slot) else {
                 continue;
             };
-            if item.state != (ItemState::Waiting { due }) {
+            if item.meta.id != id || item.state != (ItemState::Waiting { due }) {
                 continue;
             }
             let received = item.meta.received_at;
@@ -325,7 +329,7 @@ impl Queue {
                 && now < hold_until
             {
                 item.state = ItemState::Waiting { due: hold_until };
-                self.due.insert((hold_until, id));
+                self.due.insert((hold_until, id, slot));
                 continue;
             }
             item.attempts += 1;
@@ -345,7 +349,7 @@ impl Queue {
         now: Timestamp,
     ) -> Result<Option<Action>, QueueError> {
         let interval = self.params.attempt_interval;
-        let item = self.expect_state(id, "matching", |s| *s == ItemState::Matching)?;
+        let (slot, item) = self.expect_state(id, "matching", |s| *s == ItemState::Matching)?;
         item.updated_at = now;
         match result {
             MatchResult::Found(into) => {
@@ -357,7 +361,7 @@ impl Queue {
             {
                 let due = now + interval;
                 item.state = ItemState::Waiting { due };
-                self.due.insert((due, id));
+                self.due.insert((due, id, slot));
                 Ok(None)
             }
             MatchResult::NotFound => {
@@ -369,7 +373,7 @@ impl Queue {
 
     /// The host archived the item as new.
     pub fn on_archived(&mut self, id: ItemId, now: Timestamp) -> Result<(), QueueError> {
-        let item = self.expect_state(id, "archiving", |s| *s == ItemState::Archiving)?;
+        let (_, item) = self.expect_state(id, "archiving", |s| *s == ItemState::Archiving)?;
         item.state = ItemState::Archived;
         item.updated_at = now;
         Ok(())
@@ -409,7 +413,7 @@ impl Queue {
 
     /// Moves a non-terminal item to a host-decided resting state, unscheduling it.
     fn settle(&mut self, id: ItemId, state: ItemState, now: Timestamp) -> Result<(), QueueError> {
-        let item = self.expect_state(id, "not terminal", |s| !s.is_terminal())?;
+        let (slot, item) = self.expect_state(id, "not terminal", |s| !s.is_terminal())?;
         let scheduled = match item.state {
             ItemState::Waiting { due } => Some(due),
             _ => None,
@@ -418,24 +422,25 @@ impl Queue {
         item.updated_at = now;
         if let Some(due) = scheduled {
             // Keeps `next_deadline` exact.
-            self.due.remove(&(due, id));
+            self.due.remove(&(due, id, slot));
         }
         Ok(())
     }
 
     /// An operator retries a failed item: it starts over, due now, with its attempts reset.
     pub fn retry(&mut self, id: ItemId, now: Timestamp) -> Result<(), QueueError> {
-        let item = self.expect_state(id, "failed", |s| matches!(s, ItemState::Failed { .. }))?;
+        let (slot, item) =
+            self.expect_state(id, "failed", |s| matches!(s, ItemState::Failed { .. }))?;
         item.state = ItemState::Waiting { due: now };
         item.attempts = 0;
         item.updated_at = now;
-        self.due.insert((now, id));
+        self.due.insert((now, id, slot));
         Ok(())
     }
 
     /// When [`poll`](Self::poll) next has something to do.
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        self.due.first().map(|&(due, _)| due)
+        self.due.first().map(|(due, _, _)| due)
     }
 
     /// One item.
@@ -478,25 +483,27 @@ impl Queue {
     /// answered (`matching`, `archiving`) are due again at `now`: the host may have crashed
     /// before acting, so the action is repeated (hosts make matching and archiving idempotent).
     pub fn restore(snapshot: Snapshot, now: Timestamp) -> Self {
-        let mut queue = Queue::new(snapshot.params);
+        let mut queue = Queue::with_capacity(snapshot.params, snapshot.items.len());
         for mut item in snapshot.items {
-            match item.state {
-                ItemState::Waiting { due } => {
-                    queue.due.insert((due, item.meta.id));
-                }
+            let due = match item.state {
+                ItemState::Waiting { due } => Some(due),
                 ItemState::Matching => {
                     // The unanswered attempt is made again, not counted twice.
                     item.attempts = item.attempts.saturating_sub(1);
                     item.state = ItemState::Waiting { due: now };
-                    queue.due.insert((now, item.meta.id));
+                    Some(now)
                 }
                 ItemState::Archiving => {
                     item.state = ItemState::Waiting { due: now };
-                    queue.due.insert((now, item.meta.id));
+                    Some(now)
                 }
-                _ => {}
+                _ => None,
+            };
+            let id = item.meta.id;
+            let slot = queue.items.insert(id, item);
+            if let Some(due) = due {
+                queue.due.insert((due, id, slot));
             }
-            queue.items.insert(item.meta.id, item);
         }
         queue
     }
@@ -535,8 +542,9 @@ impl Queue {
         id: ItemId,
         expected: &'static str,
         ok: impl Fn(&ItemState) -> bool,
-    ) -> Result<&mut Item, QueueError> {
-        let item = self.items.get_mut(&id).ok_or(QueueError::Unknown(id))?;
+    ) -> Result<(Slot, &mut Item), QueueError> {
+        let slot = self.items.slot(&id).ok_or(QueueError::Unknown(id))?;
+        let item = self.items.at_mut(slot).ok_or(QueueError::Unknown(id))?;
         if !ok(&item.state) {
             return Err(QueueError::WrongState {
                 id,
@@ -544,26 +552,35 @@ impl Queue {
                 expected,
             });
         }
-        Ok(item)
+        Ok((slot, item))
     }
 }
 
 /// The items, kept in a slab: their bodies sit in one vector in arrival order (the order in
-/// which `poll` mostly visits them, so walking it stays in cache), and the id map holds only
-/// small `(id, slot)` pairs.
+/// which `poll` and the host's answers mostly visit them, so memory is walked, not jumped
+/// about), and the id index maps ids to slots (see [`IdIndex`]).
 #[derive(Debug, Clone, Default)]
 struct Items {
     slots: Vec<Option<Item>>,
-    free: Vec<u32>,
-    index: HashMap<ItemId, u32>,
+    free: Vec<Slot>,
+    index: IdIndex,
 }
 
 impl Items {
     fn contains_key(&self, id: &ItemId) -> bool {
-        self.index.contains_key(id)
+        self.index.get(*id).is_some()
     }
 
-    fn insert(&mut self, id: ItemId, item: Item) {
+    fn slot(&mut self, id: &ItemId) -> Option<Slot> {
+        self.index.find(*id)
+    }
+
+    fn at_mut(&mut self, slot: Slot) -> Option<&mut Item> {
+        self.slots.get_mut(slot as usize)?.as_mut()
+    }
+
+    /// Stores the item (replacing any of the same id) and returns its slot.
+    fn insert(&mut self, id: ItemId, item: Item) -> Slot {
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.slots[slot as usize] = Some(item);
@@ -578,14 +595,11 @@ impl Items {
             self.slots[old as usize] = None;
             self.free.push(old);
         }
+        slot
     }
 
     fn get(&self, id: &ItemId) -> Option<&Item> {
-        self.slots.get(*self.index.get(id)? as usize)?.as_ref()
-    }
-
-    fn get_mut(&mut self, id: &ItemId) -> Option<&mut Item> {
-        self.slots.get_mut(*self.index.get(id)? as usize)?.as_mut()
+        self.slots.get(self.index.get(*id)? as usize)?.as_ref()
     }
 
     fn len(&self) -> usize {
@@ -593,7 +607,7 @@ impl Items {
     }
 
     fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.index.len() == 0
     }
 
     fn values(&self) -> impl Iterator<Item = &Item> {
@@ -604,9 +618,9 @@ impl Items {
         for (slot, entry) in self.slots.iter_mut().enumerate() {
             if entry.as_ref().is_some_and(|item| !keep(item)) {
                 if let Some(item) = entry.take() {
-                    self.index.remove(&item.meta.id);
+                    self.index.remove(item.meta.id);
                 }
-                self.free.push(slot as u32);
+                self.free.push(slot as Slot);
             }
         }
     }
