@@ -28,6 +28,9 @@ const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
 /// How often, at most, operator retry requests are looked for.
 const RETRY_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How often settled items leave the in-memory queue (the archive store keeps their state).
+const PRUNE_EVERY: Duration = Duration::minutes(1);
+
 /// Messages to the pipeline thread.
 pub(crate) enum Input {
     /// A committed message.
@@ -48,6 +51,8 @@ pub(crate) struct Pipeline {
     /// Items in the queue: their journal definition and where their bytes are in the
     /// commit log (when inline).
     journals: HashMap<ItemId, (usize, Option<u64>)>,
+    /// When settled items were last pruned from the queue.
+    pruned_at: Timestamp,
 }
 
 /// What parsing one item produced.
@@ -102,6 +107,7 @@ impl Pipeline {
             connectors,
             touched: HashMap::new(),
             journals: HashMap::new(),
+            pruned_at: now,
         }
     }
 
@@ -244,8 +250,25 @@ impl Pipeline {
         }
     }
 
-    /// Runs every action that is due.
+    /// Runs every action that is due, and now and then forgets settled items: without that,
+    /// every message ever received would stay in memory.
     pub(crate) fn step(&mut self, now: Timestamp) {
+        self.run_due(now);
+        if now.since(self.pruned_at) >= PRUNE_EVERY {
+            self.prune(now);
+        }
+    }
+
+    /// Drops settled items (archived, merged, expired, not archived) from the queue and their
+    /// spool locations; failed items stay for an operator's retry.
+    fn prune(&mut self, now: Timestamp) {
+        self.queue.prune(now);
+        let queue = &self.queue;
+        self.journals.retain(|id, _| queue.item(*id).is_some());
+        self.pruned_at = now;
+    }
+
+    fn run_due(&mut self, now: Timestamp) {
         for (index, connector) in self.connectors.iter_mut().enumerate() {
             if let Some(change) = connector.poll(now) {
                 let name = &self.policy.journals[index].definition.description;
@@ -266,7 +289,6 @@ impl Pipeline {
                         None,
                         now.0,
                     );
-                    self.journals.remove(&id);
                 }
             }
         }
@@ -418,7 +440,6 @@ impl Pipeline {
                 tracing::error!(id = %name, %reason, "archive failed");
             }
         }
-        self.journals.remove(&id);
     }
 
     /// Reads, parses and classifies an item. A panic in the parser fails the item, never the
@@ -511,22 +532,57 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn a_failed_item_stays_failed_until_an_operator_retries_it() {
+    /// A pipeline over a fresh data directory with the starter definition taking EML items.
+    fn eml_pipeline(name: &str) -> (std::path::PathBuf, Pipeline) {
         let dir =
-            std::env::temp_dir().join(format!("journal-pipeline-retry-{}", std::process::id()));
+            std::env::temp_dir().join(format!("journal-pipeline-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("spool/data")).unwrap();
         let mut config = provision::starter_config("contoso.com").unwrap();
         config.journal[0].journal_type = JournalType::Eml;
         let (policy, _) = Policy::from_config(&config).unwrap();
         let store = SqliteStore::open(&dir).unwrap();
-        let mut pipeline = Pipeline::new(
+        let pipeline = Pipeline::new(
             Arc::new(policy),
             dir.clone(),
             Box::new(store),
             Duration::seconds(1),
         );
+        (dir, pipeline)
+    }
+
+    #[test]
+    fn settled_items_leave_memory_and_failed_ones_stay() {
+        let (dir, mut pipeline) = eml_pipeline("prune");
+        let now = clock::now();
+        let (kept, lost) = (now.0 << 20, (now.0 << 20) + 1);
+        std::fs::write(
+            dir.join("spool/data").join(spool::format_id(kept)),
+            b"From: alice@contoso.com\r\nTo: bob@contoso.com\r\nMessage-ID: <p@contoso.com>\r\n\r\nhi\r\n",
+        )
+        .unwrap();
+        // `lost` has no data file: it fails.
+        pipeline.accept(&Record::for_test(kept, now.0), true);
+        pipeline.accept(&Record::for_test(lost, now.0), true);
+        for s in 0..3 {
+            pipeline.step(now + Duration::seconds(s));
+        }
+        assert_eq!(state(&dir, &spool::format_id(kept)), "archived");
+        assert_eq!(state(&dir, &spool::format_id(lost)), "failed");
+        assert_eq!(pipeline.queue.len(), 2, "nothing pruned within a minute");
+
+        pipeline.step(now + Duration::minutes(2));
+        assert_eq!(pipeline.queue.len(), 1);
+        assert!(pipeline.queue.item(ItemId(lost)).is_some());
+        assert_eq!(
+            pipeline.journals.keys().collect::<Vec<_>>(),
+            [&ItemId(lost)]
+        );
+    }
+
+    #[test]
+    fn a_failed_item_stays_failed_until_an_operator_retries_it() {
+        let (dir, mut pipeline) = eml_pipeline("retry");
 
         let now = clock::now();
         let id = spool::format_id(now.0 << 20);
