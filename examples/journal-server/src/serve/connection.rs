@@ -53,12 +53,12 @@ impl Transport {
         }
     }
 
+    /// Ends the connection: TLS sends its close_notify; a plain socket needs nothing before
+    /// it is dropped (closing it sends the FIN, one system call fewer per connection).
     async fn shutdown(&mut self) {
-        let _ = match self {
-            Transport::Plain(s) => s.shutdown().await,
-            Transport::Tls(s) => s.shutdown().await,
-            Transport::Upgrading => Ok(()),
-        };
+        if let Transport::Tls(s) = self {
+            let _ = s.shutdown().await;
+        }
     }
 }
 

@@ -53,6 +53,8 @@ pub(crate) struct Pipeline {
     journals: HashMap<ItemId, (usize, Option<u64>)>,
     /// When settled items were last pruned from the queue.
     pruned_at: Timestamp,
+    /// The commit log, kept open: every inline message is read back from it once or twice.
+    log: Option<std::fs::File>,
 }
 
 /// What parsing one item produced.
@@ -108,6 +110,7 @@ impl Pipeline {
             touched: HashMap::new(),
             journals: HashMap::new(),
             pruned_at: now,
+            log: None,
         }
     }
 
@@ -370,7 +373,7 @@ impl Pipeline {
                                 MatchResult::Found(ItemId(target_id)),
                                 now,
                             );
-                            tracing::info!(id = %name, into = %target, "merged");
+                            tracing::debug!(id = %name, into = %target, "merged");
                         }
                         Err(e) => {
                             let _ = self.queue.on_failed(id, e.to_string(), now);
@@ -430,7 +433,7 @@ impl Pipeline {
         match result {
             Ok(target) => {
                 let _ = self.queue.on_archived(id, now);
-                tracing::info!(id = %name, archived_as = %target, "archived");
+                tracing::debug!(id = %name, archived_as = %target, "archived");
             }
             Err(reason) => {
                 let _ = self.queue.on_failed(id, reason.clone(), now);
@@ -442,13 +445,27 @@ impl Pipeline {
         }
     }
 
+    /// The open commit log (opened on first use).
+    fn log(&mut self) -> std::io::Result<&std::fs::File> {
+        match &mut self.log {
+            Some(log) => Ok(log),
+            empty => Ok(empty.insert(std::fs::File::open(spool::log_path(&self.data_dir))?)),
+        }
+    }
+
     /// Reads, parses and classifies an item. A panic in the parser fails the item, never the
     /// server.
-    fn parse(&self, id: ItemId, with_content: bool) -> Result<Parsed, String> {
+    fn parse(&mut self, id: ItemId, with_content: bool) -> Result<Parsed, String> {
         let (index, log_offset) = *self.journals.get(&id).ok_or("unknown item")?;
+        let name = spool::format_id(id.0);
+        let bytes = match log_offset {
+            Some(offset) => self
+                .log()
+                .and_then(|log| spool::read_inline(log, &name, offset)),
+            None => spool::read_data(&self.data_dir, &name, None),
+        }
+        .map_err(|e| format!("spool: {e}"))?;
         let journal = &self.policy.journals[index];
-        let bytes = spool::read_data(&self.data_dir, &spool::format_id(id.0), log_offset)
-            .map_err(|e| format!("spool: {e}"))?;
         let policy = &self.policy;
         catch_unwind(AssertUnwindSafe(|| {
             classify(policy, journal, &bytes, with_content)

@@ -319,23 +319,7 @@ impl Spool {
 pub(crate) fn read_data(data_dir: &Path, id: &str, log_offset: Option<u64>) -> io::Result<Vec<u8>> {
     let root = data_dir.join("spool");
     if let Some(offset) = log_offset {
-        let log = File::open(root.join("commit.log"))?;
-        let mut head = [0u8; 12];
-        log.read_exact_at(&mut head, offset)?;
-        let (json_len, data_len) = (u32_at(&head, 0) as usize, u32_at(&head, 4) as usize);
-        let mut body = vec![0u8; json_len + data_len];
-        log.read_exact_at(&mut body, offset + 12)?;
-        if crc32fast::hash(&body) == u32_at(&head, 8)
-            && let Ok(record) = serde_json::from_slice::<Record>(&body[..json_len])
-            && record.id == id
-        {
-            body.drain(..json_len);
-            return Ok(body);
-        }
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "commit record does not match",
-        ));
+        return read_inline(&File::open(log_path(data_dir))?, id, offset);
     }
     match fs::read(root.join("data").join(id)) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -352,6 +336,32 @@ pub(crate) fn read_data(data_dir: &Path, id: &str, log_offset: Option<u64>) -> i
         }
         other => other,
     }
+}
+
+/// The commit log of a data directory.
+pub(crate) fn log_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("spool").join("commit.log")
+}
+
+/// The message bytes inside the commit record at `offset` of an open commit log, checked
+/// against the record's CRC and id.
+pub(crate) fn read_inline(log: &File, id: &str, offset: u64) -> io::Result<Vec<u8>> {
+    let mut head = [0u8; 12];
+    log.read_exact_at(&mut head, offset)?;
+    let (json_len, data_len) = (u32_at(&head, 0) as usize, u32_at(&head, 4) as usize);
+    let mut body = vec![0u8; json_len + data_len];
+    log.read_exact_at(&mut body, offset + 12)?;
+    if crc32fast::hash(&body) == u32_at(&head, 8)
+        && let Ok(record) = serde_json::from_slice::<Record>(&body[..json_len])
+        && record.id == id
+    {
+        body.drain(..json_len);
+        return Ok(body);
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "commit record does not match",
+    ))
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
