@@ -144,10 +144,15 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
     store
         .set_connectors(&connectors)
         .map_err(|e| e.to_string())?;
-    let (spool, recovery) =
-        spool::Spool::open(&data_dir, SPOOL_RESERVE_BYTES).map_err(|e| format!("spool: {e}"))?;
+    let policy = Arc::new(policy);
+    let interval = Duration::seconds(args.match_interval_seconds.max(1));
+    let mut pipeline =
+        pipeline::Pipeline::new(policy.clone(), data_dir.clone(), Box::new(store), interval);
+    let (spool, recovery) = pipeline
+        .recover(|on_record| spool::Spool::open(&data_dir, SPOOL_RESERVE_BYTES, on_record))
+        .map_err(|e| format!("spool: {e}"))?;
     tracing::info!(
-        committed = recovery.records.len(),
+        committed = recovery.committed,
         torn_tail_bytes = recovery.truncated_bytes,
         discarded_unacknowledged = recovery.discarded.len(),
         quarantined = recovery.quarantined.len(),
@@ -156,12 +161,6 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
     for id in &recovery.quarantined {
         tracing::error!(id = %id, "corrupt spooled message quarantined");
     }
-
-    let policy = Arc::new(policy);
-    let interval = Duration::seconds(args.match_interval_seconds.max(1));
-    let mut pipeline =
-        pipeline::Pipeline::new(policy.clone(), data_dir.clone(), Box::new(store), interval);
-    pipeline.recover(&recovery.records);
     let (pipeline_tx, pipeline_rx) = std::sync::mpsc::channel();
     let pipeline_thread = std::thread::Builder::new()
         .name("pipeline".into())

@@ -165,17 +165,17 @@ impl Pipeline {
         }
     }
 
-    /// Re-queues every spooled item that is not final in the archive, in one transaction.
-    pub(crate) fn recover(&mut self, records: &[Record]) {
+    /// Re-queues, in one transaction, every spooled item that is not final in the archive,
+    /// as `replay` hands the spool's records over; returns what `replay` returns.
+    pub(crate) fn recover<T>(&mut self, replay: impl FnOnce(&mut dyn FnMut(Record)) -> T) -> T {
         let batch = self.store.begin_batch();
-        for record in records {
-            self.accept(record, false);
-        }
+        let replayed = replay(&mut |record| self.accept(&record, false));
         if batch.is_ok()
             && let Err(e) = self.store.end_batch()
         {
             tracing::error!(error = %e, "archive store commit failed during recovery");
         }
+        replayed
     }
 
     /// Takes a committed message into the queue (also used by recovery, `fresh = false`).

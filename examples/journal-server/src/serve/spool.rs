@@ -15,10 +15,13 @@
 //!
 //! Recovery on start-up: a torn tail of the log is cut off; data files without a record were
 //! never acknowledged and are removed; records whose data file is missing or differs are
-//! reported and their data (if any) quarantined.
+//! reported and their data (if any) quarantined. The log is read one frame at a time and
+//! every record is handed to the caller as it is found, so memory stays bounded by one frame
+//! whatever the size of the log; a header whose lengths exceed what the server ever writes is
+//! damage, never an allocation.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +34,14 @@ use tokio::sync::oneshot;
 /// Messages up to this size travel inside their commit record (one shared sync); larger ones
 /// are streamed to a file of their own.
 pub(crate) const INLINE_LIMIT: usize = 1024 * 1024;
+
+/// The longest record metadata (JSON) read back from the log: far above what a transaction
+/// with the session's recipient limit produces, and a bound on what a damaged header can make
+/// recovery allocate.
+const MAX_RECORD_JSON: usize = 1024 * 1024;
+
+/// A frame's header: JSON length, data length, CRC-32 of both.
+const FRAME_HEAD: usize = 12;
 
 /// A queue id: milliseconds since the epoch in the high bits, a counter in the low 20 bits;
 /// printed as 16 upper-case hex digits. Unique and ordered by arrival within one spool.
@@ -162,11 +173,11 @@ pub(crate) struct Spool {
     space: std::sync::Mutex<(Option<std::time::Instant>, bool)>,
 }
 
-/// What recovery found.
+/// What recovery found (the records themselves went to the caller one by one).
 #[derive(Debug, Default)]
 pub(crate) struct Recovery {
-    /// Every committed record, in commit order.
-    pub(crate) records: Vec<Record>,
+    /// Committed records found intact.
+    pub(crate) committed: u64,
     /// Bytes cut from a torn log tail.
     pub(crate) truncated_bytes: u64,
     /// Data files removed because no record committed them.
@@ -176,14 +187,23 @@ pub(crate) struct Recovery {
 }
 
 impl Spool {
-    /// Opens (creating) the spool under `dir`, recovers it, and starts the committer thread.
-    pub(crate) fn open(dir: &Path, reserve_bytes: u64) -> io::Result<(Spool, Recovery)> {
+    /// Opens (creating) the spool under `dir`, recovers it, handing every intact committed
+    /// record to `on_record` in commit order, and starts the committer thread.
+    pub(crate) fn open(
+        dir: &Path,
+        reserve_bytes: u64,
+        on_record: &mut dyn FnMut(Record),
+    ) -> io::Result<(Spool, Recovery)> {
         let root = dir.join("spool");
         let data_dir = root.join("data");
         fs::create_dir_all(&data_dir)?;
         fs::create_dir_all(root.join("quarantine"))?;
         let log_path = root.join("commit.log");
-        let recovery = recover(&root, &log_path)?;
+        let mut last = 0;
+        let recovery = recover(&root, &log_path, &mut |record: Record| {
+            last = last.max(parse_id(&record.id).unwrap_or(0));
+            on_record(record);
+        })?;
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -194,12 +214,6 @@ impl Spool {
         std::thread::Builder::new()
             .name("spool-commit".into())
             .spawn(move || committer(rx, log, dir_for_thread))?;
-        let last = recovery
-            .records
-            .iter()
-            .filter_map(|r| parse_id(&r.id))
-            .max()
-            .unwrap_or(0);
         Ok((
             Spool {
                 data_dir,
@@ -317,22 +331,16 @@ impl Spool {
 /// The message bytes of a committed item, as received: from its record in the commit log
 /// (at `log_offset` when known, else found by a scan) or from its data file.
 pub(crate) fn read_data(data_dir: &Path, id: &str, log_offset: Option<u64>) -> io::Result<Vec<u8>> {
-    let root = data_dir.join("spool");
     if let Some(offset) = log_offset {
         return read_inline(&File::open(log_path(data_dir))?, id, offset);
     }
-    match fs::read(root.join("data").join(id)) {
+    match fs::read(data_dir.join("spool").join("data").join(id)) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let bytes = fs::read(root.join("commit.log"))?;
-            let mut frames = Frames {
-                bytes: &bytes,
-                pos: 0,
-            };
-            frames
-                .find_map(|(_, record, data)| {
-                    (record.id == id && record.inline()).then(|| data.to_vec())
-                })
-                .ok_or(e)
+            let log = File::open(log_path(data_dir))?;
+            match find_inline(&log, id)? {
+                Some(offset) => read_inline(&log, id, offset),
+                None => Err(e),
+            }
         }
         other => other,
     }
@@ -346,62 +354,110 @@ pub(crate) fn log_path(data_dir: &Path) -> PathBuf {
 /// The message bytes inside the commit record at `offset` of an open commit log, checked
 /// against the record's CRC and id.
 pub(crate) fn read_inline(log: &File, id: &str, offset: u64) -> io::Result<Vec<u8>> {
-    let mut head = [0u8; 12];
-    log.read_exact_at(&mut head, offset)?;
-    let (json_len, data_len) = (u32_at(&head, 0) as usize, u32_at(&head, 4) as usize);
-    let mut body = vec![0u8; json_len + data_len];
-    log.read_exact_at(&mut body, offset + 12)?;
-    if crc32fast::hash(&body) == u32_at(&head, 8)
-        && let Ok(record) = serde_json::from_slice::<Record>(&body[..json_len])
-        && record.id == id
-    {
-        body.drain(..json_len);
-        return Ok(body);
+    match read_frame(log, offset)? {
+        Some(frame) if frame.record.id == id && frame.record.inline_data => Ok(frame.data),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "commit record does not match",
+        )),
     }
-    Err(io::Error::new(
-        io::ErrorKind::InvalidData,
-        "commit record does not match",
-    ))
+}
+
+/// Where the record of inline item `id` starts, found by walking the records' headers and
+/// metadata (not their data) from the start of the log.
+fn find_inline(log: &File, id: &str) -> io::Result<Option<u64>> {
+    let mut pos = 0;
+    while let Some(head) = read_head(log, pos)? {
+        let mut json = vec![0u8; head.json_len];
+        if !read_exact_or_eof(log, &mut json, pos + FRAME_HEAD as u64)? {
+            return Ok(None);
+        }
+        if let Ok(record) = serde_json::from_slice::<Record>(&json)
+            && record.id == id
+            && record.inline_data
+        {
+            return Ok(Some(pos));
+        }
+        pos = head.end(pos);
+    }
+    Ok(None)
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
-impl Record {
-    /// True when the bytes are inside the commit record (the data file then does not exist).
-    fn inline(&self) -> bool {
-        self.inline_data
+/// A frame header whose lengths are within what the server writes.
+struct FrameHead {
+    json_len: usize,
+    data_len: usize,
+    crc: u32,
+}
+
+impl FrameHead {
+    /// Where the next frame starts, for a frame starting at `pos`.
+    fn end(&self, pos: u64) -> u64 {
+        pos + (FRAME_HEAD + self.json_len + self.data_len) as u64
     }
 }
 
-/// The valid frames of a commit log, in order: (offset, record, inline data). Stops at the
-/// first torn or corrupt frame; `pos` is then where the valid prefix ends.
-struct Frames<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+/// One intact frame read back from the log.
+struct Frame {
+    record: Record,
+    /// The inline message bytes (empty for a message in its own data file).
+    data: Vec<u8>,
+    /// Where the next frame starts.
+    next: u64,
 }
 
-impl<'a> Iterator for Frames<'a> {
-    type Item = (u64, Record, &'a [u8]);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let head = self.bytes.get(self.pos..self.pos + 12)?;
-        let (json_len, data_len) = (u32_at(head, 0) as usize, u32_at(head, 4) as usize);
-        let body = self
-            .bytes
-            .get(self.pos + 12..self.pos + 12 + json_len + data_len)?;
-        if crc32fast::hash(body) != u32_at(head, 8) {
-            return None;
-        }
-        let mut record: Record = serde_json::from_slice(&body[..json_len]).ok()?;
-        let offset = self.pos as u64;
-        if record.inline_data {
-            record.log_offset = Some(offset);
-        }
-        self.pos += 12 + json_len + data_len;
-        Some((offset, record, &body[json_len..]))
+/// Fills `buf` from `offset`; false when the file ends first.
+fn read_exact_or_eof(log: &File, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+    match log.read_exact_at(buf, offset) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
     }
+}
+
+/// The header at `pos`, if the file holds one there with plausible lengths.
+fn read_head(log: &File, pos: u64) -> io::Result<Option<FrameHead>> {
+    let mut head = [0u8; FRAME_HEAD];
+    if !read_exact_or_eof(log, &mut head, pos)? {
+        return Ok(None);
+    }
+    let (json_len, data_len) = (u32_at(&head, 0) as usize, u32_at(&head, 4) as usize);
+    Ok(
+        (json_len <= MAX_RECORD_JSON && data_len <= INLINE_LIMIT).then_some(FrameHead {
+            json_len,
+            data_len,
+            crc: u32_at(&head, 8),
+        }),
+    )
+}
+
+/// The frame at `pos`, if it is whole and checks out (CRC, then metadata).
+fn read_frame(log: &File, pos: u64) -> io::Result<Option<Frame>> {
+    let Some(head) = read_head(log, pos)? else {
+        return Ok(None);
+    };
+    let mut body = vec![0u8; head.json_len + head.data_len];
+    if !read_exact_or_eof(log, &mut body, pos + FRAME_HEAD as u64)?
+        || crc32fast::hash(&body) != head.crc
+    {
+        return Ok(None);
+    }
+    let Ok(mut record) = serde_json::from_slice::<Record>(&body[..head.json_len]) else {
+        return Ok(None);
+    };
+    if record.inline_data {
+        record.log_offset = Some(pos);
+    }
+    body.drain(..head.json_len);
+    Ok(Some(Frame {
+        record,
+        data: body,
+        next: head.end(pos),
+    }))
 }
 
 fn committer(rx: mpsc::Receiver<CommitRequest>, mut log: File, data_dir: PathBuf) {
@@ -466,21 +522,29 @@ fn frame(record: &Record, data: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(data);
 }
 
-fn recover(root: &Path, log_path: &Path) -> io::Result<Recovery> {
+fn recover(
+    root: &Path,
+    log_path: &Path,
+    on_record: &mut dyn FnMut(Record),
+) -> io::Result<Recovery> {
     let mut recovery = Recovery::default();
-    let mut bytes = Vec::new();
-    if let Ok(mut f) = File::open(log_path) {
-        f.read_to_end(&mut bytes)?;
-    }
     let data_dir = root.join("data");
     let mut committed_files = std::collections::HashSet::new();
+    let log = match OpenOptions::new().read(true).write(true).open(log_path) {
+        Ok(log) => Some(log),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let len = match &log {
+        Some(log) => log.metadata()?.len(),
+        None => 0,
+    };
     let mut pos = 0;
-    while pos < bytes.len() {
-        let mut frames = Frames { bytes: &bytes, pos };
-        if let Some((_, record, data)) = frames.next() {
-            pos = frames.pos;
+    while let Some(log) = log.as_ref().filter(|_| pos < len) {
+        if let Some(Frame { record, data, next }) = read_frame(log, pos)? {
+            pos = next;
             let intact = if record.inline_data {
-                data.len() as u64 == record.size && hex(&Sha256::digest(data)) == record.sha256
+                data.len() as u64 == record.size && hex(&Sha256::digest(&data)) == record.sha256
             } else {
                 committed_files.insert(record.id.clone());
                 let path = data_dir.join(&record.id);
@@ -493,7 +557,8 @@ fn recover(root: &Path, log_path: &Path) -> io::Result<Recovery> {
                 ok
             };
             if intact {
-                recovery.records.push(record);
+                recovery.committed += 1;
+                on_record(record);
             } else {
                 recovery.quarantined.push(record.id.clone());
             }
@@ -502,36 +567,25 @@ fn recover(root: &Path, log_path: &Path) -> io::Result<Recovery> {
         // A frame that does not check out. If a valid frame follows where its lengths say it
         // ends, it was damaged in place (keep it aside, go on); otherwise it is the torn tail
         // of an append that never completed.
-        let next = bytes
-            .get(pos..pos + 12)
-            .map(|head| pos + 12 + u32_at(head, 0) as usize + u32_at(head, 4) as usize)
-            .filter(|&next| {
-                next < bytes.len()
-                    && (Frames {
-                        bytes: &bytes,
-                        pos: next,
-                    })
-                    .next()
-                    .is_some()
-            });
-        match next {
-            Some(next) => {
-                let name = format!("log-frame-at-{pos}");
-                fs::write(root.join("quarantine").join(&name), &bytes[pos..next])?;
-                recovery.quarantined.push(name);
-                pos = next;
-            }
-            None => break,
-        }
+        let next = match read_head(log, pos)?.map(|head| head.end(pos)) {
+            Some(next) if next < len && read_frame(log, next)?.is_some() => Some(next),
+            _ => None,
+        };
+        let Some(next) = next else { break };
+        let mut damaged = vec![0u8; (next - pos) as usize];
+        log.read_exact_at(&mut damaged, pos)?;
+        let name = format!("log-frame-at-{pos}");
+        fs::write(root.join("quarantine").join(&name), &damaged)?;
+        recovery.quarantined.push(name);
+        pos = next;
     }
-    if pos < bytes.len() {
+    if let Some(mut log) = log.filter(|_| pos < len) {
         // Everything from the first frame that is neither valid nor followed by one is the
         // torn tail of an append that never completed: it was never acknowledged.
-        recovery.truncated_bytes = (bytes.len() - pos) as u64;
-        let mut f = OpenOptions::new().write(true).open(log_path)?;
-        f.set_len(pos as u64)?;
-        f.seek(SeekFrom::End(0))?;
-        f.sync_all()?;
+        recovery.truncated_bytes = len - pos;
+        log.set_len(pos)?;
+        log.seek(SeekFrom::End(0))?;
+        log.sync_all()?;
     }
     for entry in fs::read_dir(&data_dir)? {
         let entry = entry?;
@@ -592,13 +646,21 @@ mod tests {
         Record::for_test(id, 0)
     }
 
+    /// Opens the spool, collecting the records recovery hands over.
+    fn open(dir: &Path) -> (Spool, Recovery, Vec<Record>) {
+        let mut records = Vec::new();
+        let (spool, recovery) = Spool::open(dir, 0, &mut |r| records.push(r)).unwrap();
+        (spool, recovery, records)
+    }
+
     #[tokio::test]
     async fn commit_then_recover_then_torn_tail_and_orphans() {
         let dir = temp_dir("recover");
         let committed_id;
         {
-            let (spool, recovery) = Spool::open(&dir, 0).unwrap();
-            assert!(recovery.records.is_empty());
+            let (spool, recovery, records) = open(&dir);
+            assert!(records.is_empty());
+            assert_eq!(recovery.committed, 0);
             let mut w = spool.begin().unwrap();
             committed_id = w.id();
             w.write(b"Subject: a\r\n\r\nbody\r\n").unwrap();
@@ -617,9 +679,9 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&log).unwrap();
         f.write_all(&[200, 0, 0, 0, 1, 2, 3]).unwrap();
         drop(f);
-        let (_spool, recovery) = Spool::open(&dir, 0).unwrap();
-        assert_eq!(recovery.records.len(), 1);
-        assert_eq!(recovery.records[0].id, format_id(committed_id));
+        let (_spool, recovery, records) = open(&dir);
+        assert_eq!((recovery.committed, records.len()), (1, 1));
+        assert_eq!(records[0].id, format_id(committed_id));
         assert_eq!(recovery.truncated_bytes, 7);
         assert_eq!(recovery.discarded.len(), 1);
         let id = format_id(committed_id);
@@ -627,7 +689,7 @@ mod tests {
             read_data(&dir, &id, None).unwrap(),
             b"Subject: a\r\n\r\nbody\r\n"
         );
-        let offset = recovery.records[0].log_offset;
+        let offset = records[0].log_offset;
         assert!(offset.is_some(), "a small message is inline in its record");
         assert_eq!(
             read_data(&dir, &id, offset).unwrap(),
@@ -640,7 +702,7 @@ mod tests {
         let dir = temp_dir("midlog");
         let mut ids = Vec::new();
         {
-            let (spool, _) = Spool::open(&dir, 0).unwrap();
+            let (spool, _, _) = open(&dir);
             for body in [&b"first message"[..], b"second message"] {
                 let mut w = spool.begin().unwrap();
                 w.write(body).unwrap();
@@ -653,11 +715,35 @@ mod tests {
         let first_len = 12 + u32_at(&bytes, 0) as usize + u32_at(&bytes, 4) as usize;
         bytes[first_len - 1] ^= 0xff; // flip the last data byte of the first frame
         fs::write(&log, &bytes).unwrap();
-        let (_spool, recovery) = Spool::open(&dir, 0).unwrap();
+        let (_spool, recovery, records) = open(&dir);
         assert_eq!(recovery.truncated_bytes, 0);
-        assert_eq!(recovery.records.len(), 1);
-        assert_eq!(recovery.records[0].id, ids[1]);
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].id, ids[1]);
         assert_eq!(recovery.quarantined, ["log-frame-at-0"]);
+    }
+
+    #[tokio::test]
+    async fn a_header_claiming_gigabytes_is_a_torn_tail_not_an_allocation() {
+        let dir = temp_dir("huge-header");
+        let id = {
+            let (spool, _, _) = open(&dir);
+            let mut w = spool.begin().unwrap();
+            w.write(b"kept").unwrap();
+            let r = record(w.id());
+            spool.commit(w, r).await.unwrap().id
+        };
+        let log = dir.join("spool/commit.log");
+        let kept = fs::metadata(&log).unwrap().len();
+        let mut f = OpenOptions::new().append(true).open(&log).unwrap();
+        // json and data lengths of 4 GiB - 1 each, then a few bytes.
+        f.write_all(&[0xff; 8]).unwrap();
+        f.write_all(&[0; 20]).unwrap();
+        drop(f);
+        let (_spool, recovery, records) = open(&dir);
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].id, id);
+        assert_eq!(recovery.truncated_bytes, 28);
+        assert_eq!(fs::metadata(&log).unwrap().len(), kept);
     }
 
     #[tokio::test]
@@ -665,7 +751,7 @@ mod tests {
         let dir = temp_dir("corrupt");
         let id;
         {
-            let (spool, _) = Spool::open(&dir, 0).unwrap();
+            let (spool, _, _) = open(&dir);
             let mut w = spool.begin().unwrap();
             id = format_id(w.id());
             w.write(&vec![b'h'; INLINE_LIMIT + 10]).unwrap();
@@ -673,8 +759,8 @@ mod tests {
             spool.commit(w, r).await.unwrap();
         }
         fs::write(dir.join("spool/data").join(&id), b"HELLO").unwrap();
-        let (_spool, recovery) = Spool::open(&dir, 0).unwrap();
-        assert!(recovery.records.is_empty());
+        let (_spool, recovery, records) = open(&dir);
+        assert!(records.is_empty());
         assert_eq!(recovery.quarantined, std::slice::from_ref(&id));
         assert!(dir.join("spool/quarantine").join(&id).exists());
     }
