@@ -30,6 +30,9 @@ CREATE TABLE IF NOT EXISTS items (
     updated_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS items_received ON items(received_at);
+-- Operator retry requests are looked for every few seconds: without this (tiny, partial)
+-- index that look would scan every item ever received.
+CREATE INDEX IF NOT EXISTS items_retry ON items(id) WHERE state = 'retry';
 CREATE TABLE IF NOT EXISTS archived (
     id TEXT PRIMARY KEY,
     message_id TEXT,

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use super::pipeline::Input;
+use super::pipeline::{Handoff, Input};
 use super::spool::{CommitError, Record, Spool, SpoolWriter, format_id};
 use crate::clock;
 
@@ -23,6 +23,7 @@ pub(crate) struct Shared {
     pub(crate) spool: Arc<Spool>,
     pub(crate) tls: TlsAcceptor,
     pub(crate) pipeline: std::sync::Mutex<Sender<Input>>,
+    pub(crate) handoff: Arc<Handoff>,
 }
 
 /// Slowest acceptable client while a message is being received, in bytes per second,
@@ -300,11 +301,12 @@ async fn commit(
         .map(|j| j.definition.description.clone());
     let tls = t.tls.as_ref().map(|i| i.version.clone());
     match shared.spool.commit(msg.writer, record).await {
-        Ok(record) => {
+        Ok((record, data)) => {
             session.committed(&id);
             tracing::info!(%peer, tls = tls.as_deref().unwrap_or("none"), definition = definition.as_deref().unwrap_or(""), size, queue_id = %id, result = "queued", "transaction");
             if let Ok(pipeline) = shared.pipeline.lock() {
-                let _ = pipeline.send(Input::Accepted(Box::new(record)));
+                let data = shared.handoff.offer(data);
+                let _ = pipeline.send(Input::Accepted(Box::new(record), data));
             }
         }
         Err(CommitError::StorageFull) => {

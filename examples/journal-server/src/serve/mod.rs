@@ -146,8 +146,14 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
         .map_err(|e| e.to_string())?;
     let policy = Arc::new(policy);
     let interval = Duration::seconds(args.match_interval_seconds.max(1));
-    let mut pipeline =
-        pipeline::Pipeline::new(policy.clone(), data_dir.clone(), Box::new(store), interval);
+    let handoff = Arc::new(pipeline::Handoff::default());
+    let mut pipeline = pipeline::Pipeline::new(
+        policy.clone(),
+        data_dir.clone(),
+        Box::new(store),
+        interval,
+        handoff.clone(),
+    );
     let (spool, recovery) = pipeline
         .recover(|on_record| spool::Spool::open(&data_dir, SPOOL_RESERVE_BYTES, on_record))
         .map_err(|e| format!("spool: {e}"))?;
@@ -164,7 +170,10 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
     let (pipeline_tx, pipeline_rx) = std::sync::mpsc::channel();
     let pipeline_thread = std::thread::Builder::new()
         .name("pipeline".into())
-        .spawn(move || pipeline.run(pipeline_rx))
+        .spawn(move || {
+            pipeline::run_in_background();
+            pipeline.run(pipeline_rx)
+        })
         .map_err(|e| e.to_string())?;
 
     let session_config = SessionConfig {
@@ -178,6 +187,7 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
         spool: Arc::new(spool),
         tls: tokio_rustls::TlsAcceptor::from(tls),
         pipeline: Mutex::new(pipeline_tx.clone()),
+        handoff,
     });
 
     let mut listeners = Vec::new();

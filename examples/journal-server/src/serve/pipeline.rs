@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 
 use mailjournal::definition::policy::Journal;
@@ -31,10 +32,51 @@ const RETRY_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often settled items leave the in-memory queue (the archive store keeps their state).
 const PRUNE_EVERY: Duration = Duration::minutes(1);
 
+/// Lowers the calling thread's scheduling priority to the least (nice 19), where the system
+/// allows it: archiving can wait a few milliseconds, acceptance cannot. When both want the
+/// CPU, the sessions and the committer (the path to each `250`) run first; the pipeline
+/// catches up as soon as they wait, and the queue holds what it has not reached yet.
+pub(crate) fn run_in_background() {
+    // On Linux a thread's nice value is its own (elsewhere this call would renice the whole
+    // process, so it is Linux only).
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(None, 19) {
+        tracing::warn!(error = %e, "cannot lower the pipeline thread's priority");
+    }
+}
+
+/// Bytes of committed messages on their way to the pipeline, so that it need not read back
+/// what was just written. Bounded: when the pipeline falls behind, further messages go
+/// without their bytes (it reads those from the spool) instead of piling up in memory.
+#[derive(Debug, Default)]
+pub(crate) struct Handoff {
+    in_flight: AtomicUsize,
+}
+
+impl Handoff {
+    /// Bytes that may be on their way at once.
+    const LIMIT: usize = 32 * 1024 * 1024;
+
+    /// The bytes to send along with a message, if they fit under the limit.
+    pub(crate) fn offer(&self, data: Option<Vec<u8>>) -> Option<Vec<u8>> {
+        let data = data?;
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held + data.len() <= Self::LIMIT).then_some(held + data.len())
+            })
+            .ok()
+            .map(|_| data)
+    }
+
+    fn release(&self, bytes: usize) {
+        self.in_flight.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
 /// Messages to the pipeline thread.
 pub(crate) enum Input {
-    /// A committed message.
-    Accepted(Box<Record>),
+    /// A committed message, with its bytes when [`Handoff::offer`] let them through.
+    Accepted(Box<Record>, Option<Vec<u8>>),
     /// Finish and return.
     Shutdown,
 }
@@ -53,8 +95,13 @@ pub(crate) struct Pipeline {
     journals: HashMap<ItemId, (usize, Option<u64>)>,
     /// When settled items were last pruned from the queue.
     pruned_at: Timestamp,
-    /// The commit log, kept open: every inline message is read back from it once or twice.
+    /// When operator retry requests were last looked for.
+    retries_checked_at: Option<Timestamp>,
+    /// The commit log, kept open: inline messages not handed over are read back from it.
     log: Option<std::fs::File>,
+    /// Bytes handed over with messages accepted in this round, dropped at its end.
+    handed: HashMap<ItemId, Vec<u8>>,
+    handoff: Arc<Handoff>,
 }
 
 /// What parsing one item produced.
@@ -76,6 +123,7 @@ impl Pipeline {
         data_dir: PathBuf,
         store: Box<dyn ArchiveStore>,
         attempt_interval: Duration,
+        handoff: Arc<Handoff>,
     ) -> Pipeline {
         let now = clock::now();
         let times: HashMap<String, Option<u64>> = store
@@ -110,7 +158,10 @@ impl Pipeline {
             touched: HashMap::new(),
             journals: HashMap::new(),
             pruned_at: now,
+            retries_checked_at: None,
             log: None,
+            handed: HashMap::new(),
+            handoff,
         }
     }
 
@@ -146,14 +197,22 @@ impl Pipeline {
             let mut next = first.ok();
             while let Some(message) = next {
                 match message {
-                    Input::Accepted(record) => self.accept(&record, true),
+                    Input::Accepted(record, data) => self.take(&record, data),
                     Input::Shutdown => stop = true,
                 }
                 next = input.try_recv().ok();
             }
             self.flush_connectors();
-            self.take_retries(clock::now());
-            self.step(clock::now());
+            let now = clock::now();
+            if self
+                .retries_checked_at
+                .is_none_or(|at| now.since(at).as_millis() >= RETRY_CHECK.as_millis() as u64)
+            {
+                self.retries_checked_at = Some(now);
+                self.take_retries(now);
+            }
+            self.step(now);
+            self.release_handed();
             if batch.is_ok()
                 && let Err(e) = self.store.end_batch()
             {
@@ -176,6 +235,22 @@ impl Pipeline {
             tracing::error!(error = %e, "archive store commit failed during recovery");
         }
         replayed
+    }
+
+    /// Takes a message just committed, with its bytes when they were handed over.
+    fn take(&mut self, record: &Record, data: Option<Vec<u8>>) {
+        if let (Some(data), Some(id)) = (data, spool::parse_id(&record.id)) {
+            self.handed.insert(ItemId(id), data);
+        }
+        self.accept(record, true);
+    }
+
+    /// Drops the bytes handed over this round: items due later are read back when their time
+    /// comes.
+    fn release_handed(&mut self) {
+        for (_, data) in self.handed.drain() {
+            self.handoff.release(data.len());
+        }
     }
 
     /// Takes a committed message into the queue (also used by recovery, `fresh = false`).
@@ -445,26 +520,17 @@ impl Pipeline {
         }
     }
 
-    /// The open commit log (opened on first use).
-    fn log(&mut self) -> std::io::Result<&std::fs::File> {
-        match &mut self.log {
-            Some(log) => Ok(log),
-            empty => Ok(empty.insert(std::fs::File::open(spool::log_path(&self.data_dir))?)),
-        }
-    }
-
     /// Reads, parses and classifies an item. A panic in the parser fails the item, never the
     /// server.
     fn parse(&mut self, id: ItemId, with_content: bool) -> Result<Parsed, String> {
         let (index, log_offset) = *self.journals.get(&id).ok_or("unknown item")?;
-        let name = spool::format_id(id.0);
-        let bytes = match log_offset {
-            Some(offset) => self
-                .log()
-                .and_then(|log| spool::read_inline(log, &name, offset)),
-            None => spool::read_data(&self.data_dir, &name, None),
-        }
-        .map_err(|e| format!("spool: {e}"))?;
+        let bytes = match self.handed.get(&id) {
+            Some(data) => std::borrow::Cow::Borrowed(data.as_slice()),
+            None => std::borrow::Cow::Owned(
+                read_back(&mut self.log, &self.data_dir, id, log_offset)
+                    .map_err(|e| format!("spool: {e}"))?,
+            ),
+        };
         let journal = &self.policy.journals[index];
         let policy = &self.policy;
         catch_unwind(AssertUnwindSafe(|| {
@@ -472,6 +538,25 @@ impl Pipeline {
         }))
         .map_err(|_| "the parser panicked".to_owned())
     }
+}
+
+/// Reads an item's bytes back from the spool: from the commit log, opened on first use and
+/// kept open, or from the item's own data file.
+fn read_back(
+    log: &mut Option<std::fs::File>,
+    data_dir: &std::path::Path,
+    id: ItemId,
+    log_offset: Option<u64>,
+) -> std::io::Result<Vec<u8>> {
+    let name = spool::format_id(id.0);
+    let Some(offset) = log_offset else {
+        return spool::read_data(data_dir, &name, None);
+    };
+    let log = match log {
+        Some(log) => log,
+        empty => empty.insert(std::fs::File::open(spool::log_path(data_dir))?),
+    };
+    spool::read_inline(log, &name, offset)
 }
 
 /// Parses and classifies one item; the archived bytes and their hash only `with_content`
@@ -564,6 +649,7 @@ mod tests {
             dir.clone(),
             Box::new(store),
             Duration::seconds(1),
+            Arc::default(),
         );
         (dir, pipeline)
     }
@@ -595,6 +681,36 @@ mod tests {
             pipeline.journals.keys().collect::<Vec<_>>(),
             [&ItemId(lost)]
         );
+    }
+
+    #[test]
+    fn handed_bytes_are_parsed_without_reading_the_spool_and_then_released() {
+        let (dir, mut pipeline) = eml_pipeline("handed");
+        let handoff = pipeline.handoff.clone();
+        let now = clock::now();
+        let id = now.0 << 20;
+        let bytes = b"From: alice@contoso.com\r\nTo: bob@contoso.com\r\nMessage-ID: <h@contoso.com>\r\n\r\nhi\r\n".to_vec();
+        let data = handoff.offer(Some(bytes.clone()));
+        assert_eq!(data.as_deref(), Some(&bytes[..]));
+        // Nothing is on disk: only the handed bytes can make the first attempt succeed.
+        pipeline.take(&Record::for_test(id, now.0), data);
+        pipeline.step(now);
+        assert_eq!(state(&dir, &spool::format_id(id)), "waiting");
+        pipeline.release_handed();
+        assert_eq!(handoff.in_flight.load(Ordering::Acquire), 0);
+        // A later attempt reads from the spool, which has nothing: the item fails.
+        pipeline.step(now + Duration::minutes(2));
+        assert_eq!(state(&dir, &spool::format_id(id)), "failed");
+    }
+
+    #[test]
+    fn the_handoff_stops_at_its_limit() {
+        let handoff = Handoff::default();
+        let big = vec![0u8; Handoff::LIMIT / 2 + 1];
+        assert!(handoff.offer(Some(big.clone())).is_some());
+        assert!(handoff.offer(Some(big.clone())).is_none(), "over the limit");
+        handoff.release(big.len());
+        assert!(handoff.offer(Some(big)).is_some());
     }
 
     #[test]

@@ -155,12 +155,19 @@ impl SpoolWriter {
     }
 }
 
+/// A framed record on its way to the committer: the session serialises and checksums it, so
+/// the committer only appends and syncs.
 struct CommitRequest {
-    record: Record,
-    /// The message bytes, when they travel inside the record.
+    head: [u8; FRAME_HEAD],
+    json: Vec<u8>,
+    /// The message bytes, when they travel inside the record; handed back once committed.
     inline: Option<Vec<u8>>,
-    done: oneshot::Sender<Result<u64, String>>,
+    done: oneshot::Sender<CommitOutcome>,
 }
+
+/// The committer's answer: the record's offset in the log and the inline bytes back, or why
+/// the log could not take it.
+type CommitOutcome = Result<(u64, Option<Vec<u8>>), String>;
 
 /// The spool of one data directory.
 pub(crate) struct Spool {
@@ -274,12 +281,14 @@ impl Spool {
         })
     }
 
-    /// Makes a message durable. Returns only once its data and record are synced.
+    /// Makes a message durable. Returns only once its data and record are synced, with the
+    /// record and, for a message that travelled inside it, its bytes (so that the caller can
+    /// hand them on instead of anyone reading them back).
     pub(crate) async fn commit(
         &self,
         writer: SpoolWriter,
         mut record: Record,
-    ) -> Result<Record, CommitError> {
+    ) -> Result<(Record, Option<Vec<u8>>), CommitError> {
         let SpoolWriter {
             path,
             sink,
@@ -305,19 +314,22 @@ impl Spool {
                 None
             }
         };
-        let is_inline = inline.is_some();
+        record.inline_data = inline.is_some();
+        let json = serde_json::to_vec(&record).map_err(io::Error::other)?;
+        let head = frame_head(&json, inline.as_deref().unwrap_or_default());
         let (done, wait) = oneshot::channel();
         self.committer
             .send(CommitRequest {
-                record: record.clone(),
+                head,
+                json,
                 inline,
                 done,
             })
             .map_err(|_| CommitError::Io(io::Error::other("committer stopped")))?;
         match wait.await {
-            Ok(Ok(offset)) => {
-                record.log_offset = is_inline.then_some(offset);
-                Ok(record)
+            Ok(Ok((offset, inline))) => {
+                record.log_offset = record.inline_data.then_some(offset);
+                Ok((record, inline))
             }
             Ok(Err(e)) => {
                 let _ = fs::remove_file(&path);
@@ -467,21 +479,24 @@ fn committer(rx: mpsc::Receiver<CommitRequest>, mut log: File, data_dir: PathBuf
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        let mut frames = Vec::new();
         let mut offsets = Vec::with_capacity(batch.len());
-        for request in &mut batch {
-            offsets.push(end + frames.len() as u64);
-            request.record.inline_data = request.inline.is_some();
-            frame(
-                &request.record,
-                request.inline.as_deref().unwrap_or_default(),
-                &mut frames,
+        let mut slices = Vec::with_capacity(batch.len() * 3);
+        let mut at = end;
+        for request in &batch {
+            offsets.push(at);
+            let data = request.inline.as_deref().unwrap_or_default();
+            at += (FRAME_HEAD + request.json.len() + data.len()) as u64;
+            // Empty slices are left out: a write of nothing but empty slices would say 0.
+            slices.extend(
+                [&request.head[..], &request.json, data]
+                    .into_iter()
+                    .filter(|part| !part.is_empty())
+                    .map(io::IoSlice::new),
             );
         }
         // New data files are directory entries: their directory is synced with the log.
         let any_files = batch.iter().any(|r| r.inline.is_none());
-        let result = log
-            .write_all(&frames)
+        let result = append_all(&mut log, &mut slices)
             .and_then(|()| log.sync_data())
             .and_then(|()| {
                 if any_files {
@@ -491,6 +506,7 @@ fn committer(rx: mpsc::Receiver<CommitRequest>, mut log: File, data_dir: PathBuf
                 }
             })
             .map_err(|e| e.to_string());
+        drop(slices);
         if let Err(e) = result {
             // The log's state is unknown: later appends could follow a torn record, which
             // recovery would cut together with them. Stop accepting.
@@ -502,24 +518,38 @@ fn committer(rx: mpsc::Receiver<CommitRequest>, mut log: File, data_dir: PathBuf
             }
             return;
         }
-        end += frames.len() as u64;
+        end = at;
         for (request, offset) in batch.into_iter().zip(offsets) {
-            let _ = request.done.send(Ok(offset));
+            let _ = request.done.send(Ok((offset, request.inline)));
         }
     }
 }
 
-/// `[json len u32][data len u32][crc32 of json and data u32][json][data]`, little-endian.
-fn frame(record: &Record, data: &[u8], out: &mut Vec<u8>) {
-    let json = serde_json::to_vec(record).unwrap_or_default();
+/// Appends every slice, in order, with as few system calls as the kernel allows (the frames
+/// of a batch go out in one `writev`, without being copied together first).
+fn append_all(log: &mut File, mut slices: &mut [io::IoSlice<'_>]) -> io::Result<()> {
+    while !slices.is_empty() {
+        match log.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// A frame's header: `[json len u32][data len u32][crc32 of json and data u32]`,
+/// little-endian; the JSON and the data follow it.
+fn frame_head(json: &[u8], data: &[u8]) -> [u8; FRAME_HEAD] {
     let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&json);
+    hasher.update(json);
     hasher.update(data);
-    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    out.extend_from_slice(&hasher.finalize().to_le_bytes());
-    out.extend_from_slice(&json);
-    out.extend_from_slice(data);
+    let mut head = [0u8; FRAME_HEAD];
+    head[0..4].copy_from_slice(&(json.len() as u32).to_le_bytes());
+    head[4..8].copy_from_slice(&(data.len() as u32).to_le_bytes());
+    head[8..12].copy_from_slice(&hasher.finalize().to_le_bytes());
+    head
 }
 
 fn recover(
@@ -605,7 +635,13 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -664,7 +700,7 @@ mod tests {
             let mut w = spool.begin().unwrap();
             committed_id = w.id();
             w.write(b"Subject: a\r\n\r\nbody\r\n").unwrap();
-            let r = spool.commit(w, record(committed_id)).await.unwrap();
+            let (r, _) = spool.commit(w, record(committed_id)).await.unwrap();
             assert_eq!(r.size, 20);
             // An unacknowledged large message: its data file written, never committed.
             let mut orphan = spool.begin().unwrap();
@@ -707,7 +743,7 @@ mod tests {
                 let mut w = spool.begin().unwrap();
                 w.write(body).unwrap();
                 let r = record(w.id());
-                ids.push(spool.commit(w, r).await.unwrap().id);
+                ids.push(spool.commit(w, r).await.unwrap().0.id);
             }
         }
         let log = dir.join("spool/commit.log");
@@ -730,7 +766,7 @@ mod tests {
             let mut w = spool.begin().unwrap();
             w.write(b"kept").unwrap();
             let r = record(w.id());
-            spool.commit(w, r).await.unwrap().id
+            spool.commit(w, r).await.unwrap().0.id
         };
         let log = dir.join("spool/commit.log");
         let kept = fs::metadata(&log).unwrap().len();
