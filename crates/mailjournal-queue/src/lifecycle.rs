@@ -274,17 +274,55 @@ impl Queue {
 
     /// Adds an accepted item. Its first step is due after the initial process delay.
     pub fn enqueue(&mut self, meta: ItemMeta, now: Timestamp) -> Result<(), QueueError> {
+        let due = meta.received_at + meta.timing.initial_process_delay;
+        self.add(meta, 0, due, now)
+    }
+
+    /// Adds an item whose processing began before a restart: the host's own record says
+    /// `attempts` match attempts were made, so the item gets only the ones left (after the
+    /// last, it is archived as new). Its next step is due now, or when its initial delay ends
+    /// if that is later. Items known to be settled should not be resumed at all.
+    ///
+    /// ```
+    /// use mailjournal_queue::{Action, ItemId, ItemMeta, MatchResult, Queue, QueueParams, Timestamp, Timing};
+    /// let mut q = Queue::new(QueueParams::default());
+    /// let t0 = Timestamp(0);
+    /// let meta = ItemMeta { id: ItemId(7), definition: "M365".into(), sender: "".into(),
+    ///     recipients: vec![], received_at: t0, timing: Timing::default() }; // 3 attempts
+    /// let now = Timestamp(600_000);
+    /// q.resume(meta, 2, now).unwrap();
+    /// assert_eq!(q.poll(now), [Action::TryMatch(ItemId(7))]);
+    /// assert_eq!(q.on_match_result(ItemId(7), MatchResult::NotFound, now), Ok(Some(Action::Archive(ItemId(7)))));
+    /// ```
+    pub fn resume(
+        &mut self,
+        meta: ItemMeta,
+        attempts: u32,
+        now: Timestamp,
+    ) -> Result<(), QueueError> {
+        let due = (meta.received_at + meta.timing.initial_process_delay).max(now);
+        let attempts = attempts.min(meta.timing.delivery_wait_attempts.max(1));
+        self.add(meta, attempts, due, now)
+    }
+
+    /// Adds a waiting item, due at `due`, with `attempts` already made.
+    fn add(
+        &mut self,
+        meta: ItemMeta,
+        attempts: u32,
+        due: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), QueueError> {
         if self.items.contains_key(&meta.id) {
             return Err(QueueError::Duplicate(meta.id));
         }
         let id = meta.id;
-        let due = meta.received_at + meta.timing.initial_process_delay;
         let slot = self.items.insert(
             id,
             Item {
                 meta,
                 state: ItemState::Waiting { due },
-                attempts: 0,
+                attempts,
                 updated_at: now,
             },
         );

@@ -383,3 +383,41 @@ fn dropping_a_waiting_item_clears_its_deadline() {
     assert_eq!(q.next_deadline(), None);
     assert_eq!(q.poll(at(5, 0)), []);
 }
+
+#[test]
+fn a_resumed_item_gets_only_the_attempts_left_and_keeps_the_extended_hold() {
+    let mut q = Queue::new(QueueParams::default());
+    let timing = Timing {
+        extended_deduplication: true,
+        ..Timing::default()
+    };
+    // Two of three attempts were made before a restart at 3 minutes.
+    q.resume(meta(1, T0, timing), 2, at(3, 0)).unwrap();
+    assert_eq!(q.item(ItemId(1)).unwrap().attempts, 2);
+    // The last attempt still waits for the ten-minute hold.
+    assert_eq!(q.poll(at(3, 0)), []);
+    assert_eq!(q.next_deadline(), Some(at(10, 0)));
+    assert_eq!(q.poll(at(10, 0)), [Action::TryMatch(ItemId(1))]);
+    assert_eq!(
+        q.on_match_result(ItemId(1), MatchResult::NotFound, at(10, 0)),
+        Ok(Some(Action::Archive(ItemId(1))))
+    );
+
+    // Every attempt was made and the last answer was lost: archive at once.
+    q.resume(meta(2, T0, Timing::default()), 9, at(3, 0))
+        .unwrap();
+    assert_eq!(q.item(ItemId(2)).unwrap().attempts, 3);
+    assert_eq!(q.poll(at(3, 0)), [Action::Archive(ItemId(2))]);
+
+    // Not before the initial delay, and never a duplicate.
+    let delayed = Timing {
+        initial_process_delay: Duration::minutes(30),
+        ..Timing::default()
+    };
+    q.resume(meta(3, T0, delayed), 0, at(3, 0)).unwrap();
+    assert_eq!(q.next_deadline(), Some(at(30, 0)));
+    assert_eq!(
+        q.resume(meta(3, T0, delayed), 0, at(3, 0)),
+        Err(QueueError::Duplicate(ItemId(3)))
+    );
+}

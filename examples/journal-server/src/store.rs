@@ -12,6 +12,27 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+/// How far an item got, as the store recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Progress {
+    /// The state's name (`status` shows it).
+    pub(crate) state: String,
+    /// Match attempts made.
+    pub(crate) attempts: u32,
+    /// Why it was dropped or failed.
+    pub(crate) reason: Option<String>,
+}
+
+impl Progress {
+    /// True once the item will not be processed again.
+    pub(crate) fn is_settled(&self) -> bool {
+        matches!(
+            self.state.as_str(),
+            "archived" | "merged" | "not_archived" | "expired"
+        )
+    }
+}
+
 /// The schema; every statement is idempotent.
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
@@ -171,8 +192,8 @@ pub(crate) trait ArchiveStore: Send {
         size: u64,
     ) -> StoreResult<()>;
 
-    /// The items not yet in a final state (recovery re-enqueues them).
-    fn is_final(&self, id: &str) -> StoreResult<bool>;
+    /// How far an item got (recovery resumes it from there), if the store knows it.
+    fn progress(&self, id: &str) -> StoreResult<Option<Progress>>;
 
     /// Items an operator asked to retry (`journal-server retry`), marked `retry`.
     fn retry_requests(&self) -> StoreResult<Vec<String>>;
@@ -322,15 +343,18 @@ impl ArchiveStore for SqliteStore {
         Ok(())
     }
 
-    fn is_final(&self, id: &str) -> StoreResult<bool> {
-        let state: Option<String> = self
+    fn progress(&self, id: &str) -> StoreResult<Option<Progress>> {
+        Ok(self
             .db
-            .query_row("SELECT state FROM items WHERE id = ?1", [id], |r| r.get(0))
-            .optional()?;
-        Ok(matches!(
-            state.as_deref(),
-            Some("archived" | "merged" | "not_archived" | "expired")
-        ))
+            .prepare_cached("SELECT state, attempts, reason FROM items WHERE id = ?1")?
+            .query_row([id], |r| {
+                Ok(Progress {
+                    state: r.get(0)?,
+                    attempts: r.get(1)?,
+                    reason: r.get(2)?,
+                })
+            })
+            .optional()?)
     }
 
     fn retry_requests(&self) -> StoreResult<Vec<String>> {

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::spool::{self, Record};
 use crate::clock;
-use crate::store::{Archival, ArchiveStore, ArchivedRecipient};
+use crate::store::{Archival, ArchiveStore, ArchivedRecipient, Progress};
 
 /// How long arrivals gather before the pipeline handles them.
 const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
@@ -285,7 +285,15 @@ impl Pipeline {
                 tracing::info!(connector = %d.description, from = change.from.name(), to = change.to.name(), "connector status changed");
             }
         }
-        if !fresh && self.store.is_final(&record.id).unwrap_or(false) {
+        // After a restart, an item resumes where the store says it got: settled ones stay
+        // settled, failed ones stay failed until an operator retries them, and the others get
+        // only the match attempts they have left.
+        let progress = if fresh {
+            None
+        } else {
+            self.store.progress(&record.id).unwrap_or(None)
+        };
+        if progress.as_ref().is_some_and(Progress::is_settled) {
             return;
         }
         let meta = ItemMeta {
@@ -302,8 +310,23 @@ impl Pipeline {
                 extended_deduplication: d.extended_deduplication,
             },
         };
-        if self.queue.enqueue(meta, clock::now()).is_ok() {
+        let now = clock::now();
+        let queued = match &progress {
+            // An operator's retry request starts the item over.
+            Some(progress) if progress.state != "retry" => {
+                self.queue.resume(meta, progress.attempts, now)
+            }
+            _ => self.queue.enqueue(meta, now),
+        };
+        if queued.is_ok() {
             self.journals.insert(ItemId(id), (index, record.log_offset));
+            if let Some(Progress { state, reason, .. }) = progress
+                && state == "failed"
+            {
+                let _ = self
+                    .queue
+                    .on_failed(ItemId(id), reason.unwrap_or_default(), now);
+            }
         }
     }
 
@@ -640,18 +663,23 @@ mod tests {
             std::env::temp_dir().join(format!("journal-pipeline-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("spool/data")).unwrap();
+        let pipeline = eml_pipeline_over(&dir);
+        (dir, pipeline)
+    }
+
+    /// A pipeline over an existing data directory, as a new process would open it.
+    fn eml_pipeline_over(dir: &std::path::Path) -> Pipeline {
         let mut config = provision::starter_config("contoso.com").unwrap();
         config.journal[0].journal_type = JournalType::Eml;
         let (policy, _) = Policy::from_config(&config).unwrap();
-        let store = SqliteStore::open(&dir).unwrap();
-        let pipeline = Pipeline::new(
+        let store = SqliteStore::open(dir).unwrap();
+        Pipeline::new(
             Arc::new(policy),
-            dir.clone(),
+            dir.to_path_buf(),
             Box::new(store),
             Duration::seconds(1),
             Arc::default(),
-        );
-        (dir, pipeline)
+        )
     }
 
     #[test]
@@ -701,6 +729,48 @@ mod tests {
         // A later attempt reads from the spool, which has nothing: the item fails.
         pipeline.step(now + Duration::minutes(2));
         assert_eq!(state(&dir, &spool::format_id(id)), "failed");
+    }
+
+    #[test]
+    fn after_a_restart_items_resume_where_they_were() {
+        let (dir, mut pipeline) = eml_pipeline("resume");
+        let now = clock::now();
+        let (waiting, failed) = (now.0 << 20, (now.0 << 20) + 1);
+        std::fs::write(
+            dir.join("spool/data").join(spool::format_id(waiting)),
+            b"From: alice@contoso.com\r\nMessage-ID: <w@contoso.com>\r\n\r\nhi\r\n",
+        )
+        .unwrap();
+        let records = [
+            Record::for_test(waiting, now.0),
+            Record::for_test(failed, now.0),
+        ];
+        for record in &records {
+            pipeline.accept(record, true);
+        }
+        pipeline.step(now);
+        assert_eq!(state(&dir, &spool::format_id(waiting)), "waiting");
+        assert_eq!(state(&dir, &spool::format_id(failed)), "failed");
+        drop(pipeline);
+
+        // A new process over the same data directory.
+        let mut pipeline = eml_pipeline_over(&dir);
+        pipeline.recover(|on_record| records.iter().cloned().for_each(on_record));
+        let item = pipeline.queue.item(ItemId(waiting)).unwrap();
+        assert_eq!(
+            item.attempts, 1,
+            "the attempt made before the restart counts"
+        );
+        assert!(matches!(
+            pipeline.queue.item(ItemId(failed)).unwrap().state,
+            mailjournal::queue::ItemState::Failed { .. }
+        ));
+        for s in 0..3 {
+            pipeline.step(now + Duration::seconds(s));
+        }
+        // Two attempts left (one a second apart here), then archived; the failed one waits.
+        assert_eq!(state(&dir, &spool::format_id(waiting)), "archived");
+        assert_eq!(state(&dir, &spool::format_id(failed)), "failed");
     }
 
     #[test]
