@@ -300,7 +300,9 @@ async fn commit(
         .and_then(|r| shared.policy.journals.get(r.journal))
         .map(|j| j.definition.description.clone());
     let tls = t.tls.as_ref().map(|i| i.version.clone());
-    match shared.spool.commit(msg.writer, record).await {
+    // Boxed: the commit future is large and lives only during a commit, while every idle
+    // connection would otherwise carry room for it.
+    match Box::pin(shared.spool.commit(msg.writer, record)).await {
         Ok((record, data)) => {
             session.committed(&id);
             tracing::info!(%peer, tls = tls.as_deref().unwrap_or("none"), definition = definition.as_deref().unwrap_or(""), size, queue_id = %id, result = "queued", "transaction");
