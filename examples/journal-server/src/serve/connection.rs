@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{SendError, Sender};
 
 use mailjournal::definition::Policy;
 use mailjournal::smtp::{Event, Session, SessionConfig, TlsInfo, Transaction};
@@ -22,7 +22,7 @@ pub(crate) struct Shared {
     pub(crate) policy: Arc<Policy>,
     pub(crate) spool: Arc<Spool>,
     pub(crate) tls: TlsAcceptor,
-    pub(crate) pipeline: std::sync::Mutex<Sender<Input>>,
+    pub(crate) pipeline: Sender<Input>,
     pub(crate) handoff: Arc<Handoff>,
 }
 
@@ -306,9 +306,14 @@ async fn commit(
         Ok((record, data)) => {
             session.committed(&id);
             tracing::info!(%peer, tls = tls.as_deref().unwrap_or("none"), definition = definition.as_deref().unwrap_or(""), size, queue_id = %id, result = "queued", "transaction");
-            if let Ok(pipeline) = shared.pipeline.lock() {
-                let data = shared.handoff.offer(data);
-                let _ = pipeline.send(Input::Accepted(Box::new(record), data));
+            let data = shared.handoff.offer(data);
+            // Only fails once the pipeline has stopped (shutdown): the item is in the spool
+            // and recovery takes it into the queue at the next start.
+            if let Err(SendError(Input::Accepted(_, Some(data)))) = shared
+                .pipeline
+                .send(Input::Accepted(Box::new(record), data))
+            {
+                shared.handoff.release(data.len());
             }
         }
         Err(CommitError::StorageFull) => {

@@ -186,7 +186,7 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
         policy,
         spool: Arc::new(spool),
         tls: tokio_rustls::TlsAcceptor::from(tls),
-        pipeline: Mutex::new(pipeline_tx.clone()),
+        pipeline: pipeline_tx.clone(),
         handoff,
     });
 

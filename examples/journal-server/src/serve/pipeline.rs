@@ -68,7 +68,8 @@ impl Handoff {
             .map(|_| data)
     }
 
-    fn release(&self, bytes: usize) {
+    /// Returns bytes taken by [`offer`](Self::offer) to the allowance.
+    pub(crate) fn release(&self, bytes: usize) {
         self.in_flight.fetch_sub(bytes, Ordering::AcqRel);
     }
 }
