@@ -132,7 +132,12 @@ pub(crate) fn get(data_dir: &Path, id: &str, as_received: bool) -> ExitCode {
             eprintln!("unknown id {id}");
             return ExitCode::from(1);
         }
-        match crate::serve::spool::read_data(data_dir, id, None) {
+        // The store knows where an inline item's record is; without it (an item the store has
+        // not seen yet), the log is walked.
+        let offset = store::open_read_only(data_dir)
+            .and_then(|db| store::log_offset(&db, id))
+            .unwrap_or(None);
+        match crate::serve::spool::read_data(data_dir, id, offset) {
             Ok(bytes) => bytes,
             Err(_) => {
                 eprintln!("unknown id {id}");

@@ -12,6 +12,36 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+/// Brings a database made by an earlier version up to [`SCHEMA`]: columns added since.
+fn migrate(db: &Connection) -> rusqlite::Result<()> {
+    let has_log_offset = db
+        .prepare("SELECT 1 FROM pragma_table_info('items') WHERE name = 'log_offset'")?
+        .exists([])?;
+    if !has_log_offset {
+        db.execute_batch("ALTER TABLE items ADD COLUMN log_offset INTEGER")?;
+    }
+    Ok(())
+}
+
+/// An accepted item as the store first records it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NewItem<'a> {
+    /// The queue id.
+    pub(crate) id: &'a str,
+    /// Its journal definition's description.
+    pub(crate) definition: &'a str,
+    /// The SMTP sender (`<>` for none).
+    pub(crate) sender: &'a str,
+    /// The journal address it arrived for.
+    pub(crate) recipient: &'a str,
+    /// When it was accepted (ms since the epoch).
+    pub(crate) received_at: u64,
+    /// Its size in bytes.
+    pub(crate) size: u64,
+    /// Where its bytes are in the commit log, when inline.
+    pub(crate) log_offset: Option<u64>,
+}
+
 /// How far an item got, as the store recorded it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Progress {
@@ -48,7 +78,8 @@ CREATE TABLE IF NOT EXISTS items (
     reason TEXT,
     merged_into TEXT,
     content_sha256 TEXT,
-    updated_at INTEGER NOT NULL
+    updated_at INTEGER NOT NULL,
+    log_offset INTEGER
 );
 CREATE INDEX IF NOT EXISTS items_received ON items(received_at);
 -- Operator retry requests are looked for every few seconds: without this (tiny, partial)
@@ -127,6 +158,17 @@ pub(crate) fn open_read_only(data_dir: &Path) -> rusqlite::Result<Connection> {
     Ok(db)
 }
 
+/// Where an item's bytes sit in the spool's commit log, when the store recorded it (inline
+/// items), so that `get --as-received` reads them directly instead of scanning the log.
+pub(crate) fn log_offset(db: &Connection, id: &str) -> rusqlite::Result<Option<u64>> {
+    let offset: Option<Option<i64>> = db
+        .query_row("SELECT log_offset FROM items WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(offset.flatten().and_then(|o| u64::try_from(o).ok()))
+}
+
 /// Where a content hash lives.
 pub(crate) fn content_path(data_dir: &Path, sha256: &str) -> PathBuf {
     data_dir
@@ -182,15 +224,7 @@ pub(crate) trait ArchiveStore: Send {
     fn touch_connector(&self, description: &str, at: u64) -> StoreResult<()>;
 
     /// Adds an accepted item (idempotent: recovery may add it again).
-    fn add_item(
-        &self,
-        id: &str,
-        definition: &str,
-        sender: &str,
-        recipient: &str,
-        received_at: u64,
-        size: u64,
-    ) -> StoreResult<()>;
+    fn add_item(&self, item: &NewItem<'_>) -> StoreResult<()>;
 
     /// How far an item got (recovery resumes it from there), if the store knows it.
     fn progress(&self, id: &str) -> StoreResult<Option<Progress>>;
@@ -250,6 +284,7 @@ impl SqliteStore {
         db.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(|e| e.to_string())?;
         db.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
+        migrate(&db).map_err(|e| e.to_string())?;
         // NORMAL in WAL mode: always consistent; after a power loss the newest transactions may
         // be missing. That is safe here because the spool's commit log, not this database, is
         // the record of what was accepted: recovery re-enqueues every spooled item that is not
@@ -326,20 +361,24 @@ impl ArchiveStore for SqliteStore {
         Ok(())
     }
 
-    fn add_item(
-        &self,
-        id: &str,
-        definition: &str,
-        sender: &str,
-        recipient: &str,
-        received_at: u64,
-        size: u64,
-    ) -> StoreResult<()> {
+    fn add_item(&self, item: &NewItem<'_>) -> StoreResult<()> {
+        // An item already known keeps its state; only a missing spool location is filled in
+        // (rows written before the column existed get it at the next recovery).
         self.db.prepare_cached(
-            "INSERT OR IGNORE INTO items (id, definition, sender, recipient, received_at, size, state, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'waiting', ?5)",
+            "INSERT INTO items (id, definition, sender, recipient, received_at, size, state, updated_at, log_offset)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'waiting', ?5, ?7)
+             ON CONFLICT(id) DO UPDATE SET log_offset = excluded.log_offset
+             WHERE items.log_offset IS NULL AND excluded.log_offset IS NOT NULL",
         )?
-        .execute(params![id, definition, sender, recipient, received_at as i64, size as i64])?;
+        .execute(params![
+            item.id,
+            item.definition,
+            item.sender,
+            item.recipient,
+            item.received_at as i64,
+            item.size as i64,
+            item.log_offset.map(|o| o as i64)
+        ])?;
         Ok(())
     }
 
@@ -476,4 +515,69 @@ pub(crate) fn request_retry(data_dir: &Path, id: &str) -> rusqlite::Result<bool>
         [id],
     )?;
     Ok(changed == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("journal-store-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn item(id: &str, log_offset: Option<u64>) -> NewItem<'_> {
+        NewItem {
+            id,
+            definition: "bench",
+            sender: "<>",
+            recipient: "journaling@journal.example.com",
+            received_at: 1,
+            size: 10,
+            log_offset,
+        }
+    }
+
+    #[test]
+    fn the_spool_location_is_kept_and_filled_in_but_never_changes_a_known_item() {
+        let dir = temp_dir("offset");
+        let store = SqliteStore::open(&dir).unwrap();
+        store.add_item(&item("A", Some(4096))).unwrap();
+        store.add_item(&item("B", None)).unwrap();
+        store.set_state("A", "archived", 1, None, None, 2).unwrap();
+        // Recovery adds both again, now knowing B's place.
+        store.add_item(&item("A", None)).unwrap();
+        store.add_item(&item("B", Some(8192))).unwrap();
+        let db = open_read_only(&dir).unwrap();
+        assert_eq!(log_offset(&db, "A").unwrap(), Some(4096));
+        assert_eq!(log_offset(&db, "B").unwrap(), Some(8192));
+        assert_eq!(log_offset(&db, "C").unwrap(), None);
+        assert_eq!(store.progress("A").unwrap().unwrap().state, "archived");
+    }
+
+    #[test]
+    fn a_database_from_before_the_log_offset_column_is_migrated() {
+        let dir = temp_dir("migrate");
+        {
+            let db = Connection::open(dir.join("archive.sqlite3")).unwrap();
+            db.execute_batch(
+                "CREATE TABLE items (id TEXT PRIMARY KEY, definition TEXT NOT NULL, sender TEXT NOT NULL,
+                 recipient TEXT NOT NULL, received_at INTEGER NOT NULL, size INTEGER NOT NULL,
+                 state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, reason TEXT,
+                 merged_into TEXT, content_sha256 TEXT, updated_at INTEGER NOT NULL);
+                 INSERT INTO items (id, definition, sender, recipient, received_at, size, state, updated_at)
+                 VALUES ('OLD', 'bench', '<>', 'j@x', 1, 10, 'waiting', 1);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&dir).unwrap();
+        store.add_item(&item("OLD", Some(12))).unwrap();
+        let db = open_read_only(&dir).unwrap();
+        assert_eq!(log_offset(&db, "OLD").unwrap(), Some(12));
+        // Opening again does not try to add the column twice.
+        drop(store);
+        SqliteStore::open(&dir).unwrap();
+    }
 }

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::spool::{self, Record};
 use crate::clock;
-use crate::store::{Archival, ArchiveStore, ArchivedRecipient, Progress};
+use crate::store::{Archival, ArchiveStore, ArchivedRecipient, NewItem, Progress};
 
 /// How long arrivals gather before the pipeline handles them.
 const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
@@ -268,14 +268,16 @@ impl Pipeline {
         };
         let sender = record.mail_from.clone().unwrap_or_else(|| "<>".into());
         let recipient = journal.service_address.to_string();
-        if let Err(e) = self.store.add_item(
-            &record.id,
-            &d.description,
-            &sender,
-            &recipient,
-            record.received_at,
-            record.size,
-        ) {
+        let item = NewItem {
+            id: &record.id,
+            definition: &d.description,
+            sender: &sender,
+            recipient: &recipient,
+            received_at: record.received_at,
+            size: record.size,
+            log_offset: record.log_offset,
+        };
+        if let Err(e) = self.store.add_item(&item) {
             tracing::error!(id = %record.id, error = %e, "cannot record item");
         }
         if fresh {
