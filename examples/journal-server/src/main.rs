@@ -6,6 +6,8 @@ mod inspect;
 mod serve;
 mod status;
 mod store;
+#[cfg(test)]
+mod testing;
 
 use std::process::ExitCode;
 

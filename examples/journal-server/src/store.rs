@@ -522,10 +522,7 @@ mod tests {
     use super::*;
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("journal-store-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
+        crate::testing::temp_dir(&format!("store-{name}"))
     }
 
     fn item(id: &str, log_offset: Option<u64>) -> NewItem<'_> {

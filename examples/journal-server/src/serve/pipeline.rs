@@ -662,9 +662,7 @@ mod tests {
 
     /// A pipeline over a fresh data directory with the starter definition taking EML items.
     fn eml_pipeline(name: &str) -> (std::path::PathBuf, Pipeline) {
-        let dir =
-            std::env::temp_dir().join(format!("journal-pipeline-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::testing::temp_dir(&format!("pipeline-{name}"));
         std::fs::create_dir_all(dir.join("spool/data")).unwrap();
         let pipeline = eml_pipeline_over(&dir);
         (dir, pipeline)
