@@ -32,15 +32,21 @@ const RETRY_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often settled items leave the in-memory queue (the archive store keeps their state).
 const PRUNE_EVERY: Duration = Duration::minutes(1);
 
-/// Lowers the calling thread's scheduling priority to the least (nice 19), where the system
-/// allows it: archiving can wait a few milliseconds, acceptance cannot. When both want the
-/// CPU, the sessions and the committer (the path to each `250`) run first; the pipeline
-/// catches up as soon as they wait, and the queue holds what it has not reached yet.
+/// The pipeline thread's nice value. Archiving can wait a few milliseconds, acceptance cannot:
+/// when both want the CPU, the sessions and the committer (the path to each `250`) get most
+/// of it. Not the lowest value, though: at nice 10 the scheduler still gives the pipeline
+/// about a tenth of a contended CPU, more than the ~13 µs per message it needs against the
+/// sessions' and committer's ~125 µs, so under sustained overload it keeps up instead of
+/// letting its backlog (and the queue's memory) grow without end.
+const PIPELINE_NICE: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority to [`PIPELINE_NICE`], where the system
+/// allows it.
 pub(crate) fn run_in_background() {
     // On Linux a thread's nice value is its own (elsewhere this call would renice the whole
     // process, so it is Linux only).
     #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::process::setpriority_process(None, 19) {
+    if let Err(e) = rustix::process::setpriority_process(None, PIPELINE_NICE) {
         tracing::warn!(error = %e, "cannot lower the pipeline thread's priority");
     }
 }
