@@ -246,8 +246,15 @@ impl Pipeline {
 
     /// Takes a message just committed, with its bytes when they were handed over.
     fn take(&mut self, record: &Record, data: Option<Vec<u8>>) {
-        if let (Some(data), Some(id)) = (data, spool::parse_id(&record.id)) {
-            self.handed.insert(ItemId(id), data);
+        if let Some(data) = data {
+            // Whatever is not kept goes straight back to the allowance.
+            let replaced = match spool::parse_id(&record.id) {
+                Some(id) => self.handed.insert(ItemId(id), data),
+                None => Some(data),
+            };
+            if let Some(unused) = replaced {
+                self.handoff.release(unused.len());
+            }
         }
         self.accept(record, true);
     }
