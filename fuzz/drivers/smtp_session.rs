@@ -112,6 +112,10 @@ pub(crate) fn run(data: &[u8]) {
                     awaiting_commit = true;
                 }
                 Event::MessageAborted(_) => in_message = false,
+                Event::Rejected(reply) => {
+                    assert!((400..600).contains(&reply.code), "rejected with {reply}");
+                    assert!(!closed_seen, "a refusal after close");
+                }
                 Event::Close => closed_seen = true,
                 Event::StartTls | Event::AuthFailure { .. } => {}
             }

@@ -155,6 +155,11 @@ pub enum Event {
         /// Failures so far in this session.
         failures: u32,
     },
+    /// A command was refused, with the reply as sent: for the host's log (as Postfix logs
+    /// each `reject:`), e.g. a recipient that is not a journal address or a client outside
+    /// the definition's source ranges. Message-level refusals arrive as
+    /// [`Event::MessageAborted`] instead.
+    Rejected(Reply),
     /// Write the pending output, then close the connection.
     Close,
 }
@@ -1263,6 +1268,7 @@ impl Session {
 
     /// Sends an error reply and closes the session once the error limit is reached.
     fn error(&mut self, reply: Reply) {
+        self.events.push_back(Event::Rejected(reply.clone()));
         self.send(reply);
         self.errors += 1;
         if self.errors >= self.config.max_errors && !self.is_closed() {

@@ -140,3 +140,25 @@ proptest! {
         }
     }
 }
+
+/// Refusals reach the host as events with the reply that was sent; accepted commands do not.
+#[test]
+fn each_refused_command_is_reported_once_with_its_reply() {
+    let mut s = session();
+    s.take_output();
+    s.feed(b"EHLO client\r\nMAIL FROM:<a@contoso.com>\r\nRCPT TO:<someone@example.org>\r\nRCPT TO:<journaling@journal.contoso.com>\r\nNOOP\r\n");
+    let output = String::from_utf8(s.take_output()).unwrap();
+    let mut rejected = Vec::new();
+    while let Some(event) = s.poll_event() {
+        if let Event::Rejected(reply) = event {
+            rejected.push(reply);
+        }
+    }
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0].code, 550);
+    assert_eq!(
+        rejected[0].enhanced.map(|e| e.to_string()).as_deref(),
+        Some("5.7.1")
+    );
+    assert!(output.contains(&rejected[0].to_string()), "{output}");
+}

@@ -119,6 +119,7 @@ impl Harness {
         let session = self.session.as_mut().unwrap();
         let out = String::from_utf8(session.take_output()).unwrap();
         let mut current = String::new();
+        let mut sent = Vec::new();
         for line in out.split_inclusive("\r\n") {
             assert!(line.ends_with("\r\n"), "reply line without CRLF: {line:?}");
             assert!(line.len() <= 512, "reply line over 512 octets: {line:?}");
@@ -131,6 +132,7 @@ impl Harness {
             );
             current.push_str(line);
             if bytes[3] == b' ' {
+                sent.push(current.clone());
                 self.replies.push_back(std::mem::take(&mut current));
             }
         }
@@ -141,6 +143,20 @@ impl Harness {
         while let Some(event) = session.poll_event() {
             match event {
                 Event::MessageData(bytes) => self.message.extend_from_slice(&bytes),
+                // Every refusal is reported once, as the reply that was sent; scripts check
+                // the replies themselves.
+                Event::Rejected(reply) => {
+                    assert!(reply.code >= 400, "a refusal with {reply}");
+                    let wire = reply.to_string();
+                    let at = sent.iter().position(|s| *s == wire);
+                    assert!(
+                        at.is_some(),
+                        "refusal {wire:?} not among the replies {sent:?}"
+                    );
+                    if let Some(at) = at {
+                        sent.remove(at);
+                    }
+                }
                 Event::MessageStart(_) => {
                     self.message.clear();
                     self.events.push_back(event);

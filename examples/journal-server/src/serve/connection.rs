@@ -233,6 +233,10 @@ async fn drive(
                     *transport = Transport::Tls(Box::new(tls));
                     session.tls_established(info);
                 }
+                Event::Rejected(reply) => {
+                    let enhanced = reply.enhanced.map(|e| e.to_string()).unwrap_or_default();
+                    tracing::info!(%peer, code = reply.code, %enhanced, reply = %reply.lines.join(" "), "rejected");
+                }
                 Event::AuthFailure { failures } => {
                     tracing::warn!(%peer, failures, "authentication failed");
                     // Slow down guessing: one second per failure before the reply.
