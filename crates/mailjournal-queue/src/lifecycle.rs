@@ -332,8 +332,30 @@ impl Queue {
 
     /// Returns every action whose time has come, in due order, and moves the items on.
     pub fn poll(&mut self, now: Timestamp) -> Vec<Action> {
+        self.poll_at_most(now, usize::MAX)
+    }
+
+    /// Like [`poll`](Self::poll), but returns at most `max` actions: the rest stay due for the
+    /// next call, so a host can work through a large backlog in rounds (and stop between
+    /// them).
+    ///
+    /// ```
+    /// use mailjournal_queue::{ItemId, ItemMeta, Queue, QueueParams, Timestamp, Timing};
+    /// let mut q = Queue::new(QueueParams::default());
+    /// for id in 0..5 {
+    ///     let meta = ItemMeta { id: ItemId(id), definition: "M365".into(), sender: "".into(),
+    ///         recipients: vec![], received_at: Timestamp(0), timing: Timing::default() };
+    ///     q.enqueue(meta, Timestamp(0)).unwrap();
+    /// }
+    /// assert_eq!(q.poll_at_most(Timestamp(0), 2).len(), 2);
+    /// assert_eq!(q.poll_at_most(Timestamp(0), 10).len(), 3);
+    /// assert_eq!(q.next_deadline(), None);
+    /// ```
+    pub fn poll_at_most(&mut self, now: Timestamp, max: usize) -> Vec<Action> {
         let mut actions = Vec::new();
-        while let Some((due, id, slot)) = self.due.pop_first_if(|&(due, ..)| due <= now) {
+        while actions.len() < max
+            && let Some((due, id, slot)) = self.due.pop_first_if(|&(due, ..)| due <= now)
+        {
             let params = self.params;
             // The due set is kept exact (every change of a waiting item removes its entry),
             // so the slot holds this item; the checks only guard that invariant.

@@ -271,9 +271,15 @@ fn run(ops: &[Op], answers: &[Option<u64>], restarts: bool) -> Snapshot {
     let mut next_id = 0;
     let mut answer = answers.iter().cycle();
     let mut timings = std::collections::HashMap::new();
+    // Due actions are taken in rounds of a size that varies between cases (poll_at_most),
+    // down to one at a time.
+    let round = 1 + answers.len() % 4;
     let mut drive = |q: &mut Queue, now: Timestamp| {
-        let mut pending: Vec<Action> = q.poll(now);
-        while let Some(action) = pending.pop() {
+        let mut pending: Vec<Action> = q.poll_at_most(now, round);
+        while let Some(action) = pending.pop().or_else(|| {
+            pending = q.poll_at_most(now, round);
+            pending.pop()
+        }) {
             match action {
                 Action::TryMatch(id) => {
                     let item = q.item(id).unwrap();

@@ -168,6 +168,7 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
         tracing::error!(id = %id, "corrupt spooled message quarantined");
     }
     let (pipeline_tx, pipeline_rx) = std::sync::mpsc::channel();
+    let pipeline_stop = pipeline.stop_flag();
     let pipeline_thread = std::thread::Builder::new()
         .name("pipeline".into())
         .spawn(move || {
@@ -227,6 +228,9 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
             _ = &mut deadline => { tasks.abort_all(); break }
         }
     }
+    // The pipeline ends its current round of due actions and takes what sessions committed
+    // (the channel) before it returns; items it has not reached resume at the next start.
+    pipeline_stop.store(true, std::sync::atomic::Ordering::Release);
     let _ = pipeline_tx.send(pipeline::Input::Shutdown);
     drop(shared);
     let _ = tokio::task::spawn_blocking(move || pipeline_thread.join()).await;
