@@ -715,16 +715,27 @@ mod tests {
         )
     }
 
+    /// A minimal EML message with this Message-ID.
+    fn eml(message_id: &str) -> Vec<u8> {
+        format!("From: alice@contoso.com\r\nTo: bob@contoso.com\r\nMessage-ID: <{message_id}>\r\n\r\nhi\r\n")
+            .into_bytes()
+    }
+
+    /// Puts an EML message in the spool as item `id`'s own data file.
+    fn spool_message(dir: &std::path::Path, id: u64, message_id: &str) {
+        std::fs::write(
+            dir.join("spool/data").join(spool::format_id(id)),
+            eml(message_id),
+        )
+        .unwrap();
+    }
+
     #[test]
     fn settled_items_leave_memory_and_failed_ones_stay() {
         let (dir, mut pipeline) = eml_pipeline("prune");
         let now = clock::now();
         let (kept, lost) = (now.0 << 20, (now.0 << 20) + 1);
-        std::fs::write(
-            dir.join("spool/data").join(spool::format_id(kept)),
-            b"From: alice@contoso.com\r\nTo: bob@contoso.com\r\nMessage-ID: <p@contoso.com>\r\n\r\nhi\r\n",
-        )
-        .unwrap();
+        spool_message(&dir, kept, "p@contoso.com");
         // `lost` has no data file: it fails.
         pipeline.accept(&Record::for_test(kept, now.0), true);
         pipeline.accept(&Record::for_test(lost, now.0), true);
@@ -750,7 +761,7 @@ mod tests {
         let handoff = pipeline.handoff.clone();
         let now = clock::now();
         let id = now.0 << 20;
-        let bytes = b"From: alice@contoso.com\r\nTo: bob@contoso.com\r\nMessage-ID: <h@contoso.com>\r\n\r\nhi\r\n".to_vec();
+        let bytes = eml("h@contoso.com");
         let data = handoff.offer(Some(bytes.clone()));
         assert_eq!(data.as_deref(), Some(&bytes[..]));
         // Nothing is on disk: only the handed bytes can make the first attempt succeed.
@@ -769,11 +780,7 @@ mod tests {
         let (dir, mut pipeline) = eml_pipeline("resume");
         let now = clock::now();
         let (waiting, failed) = (now.0 << 20, (now.0 << 20) + 1);
-        std::fs::write(
-            dir.join("spool/data").join(spool::format_id(waiting)),
-            b"From: alice@contoso.com\r\nMessage-ID: <w@contoso.com>\r\n\r\nhi\r\n",
-        )
-        .unwrap();
+        spool_message(&dir, waiting, "w@contoso.com");
         let records = [
             Record::for_test(waiting, now.0),
             Record::for_test(failed, now.0),
@@ -856,7 +863,7 @@ mod tests {
         pipeline.step(now + Duration::minutes(10));
         assert_eq!(state(&dir, &id), "failed", "no automatic retry");
 
-        std::fs::write(dir.join("spool/data").join(&id), b"From: alice@contoso.com\r\nTo: bob@contoso.com\r\nMessage-ID: <r@contoso.com>\r\n\r\nhi\r\n").unwrap();
+        spool_message(&dir, now.0 << 20, "r@contoso.com");
         assert!(request_retry(&dir, &id).unwrap());
         assert!(
             !request_retry(&dir, &id).unwrap(),
