@@ -205,7 +205,7 @@ impl Spool {
         let data_dir = root.join("data");
         fs::create_dir_all(&data_dir)?;
         fs::create_dir_all(root.join("quarantine"))?;
-        let log_path = root.join("commit.log");
+        let log_path = log_path(dir);
         let mut last = 0;
         let recovery = recover(&root, &log_path, &mut |record: Record| {
             last = last.max(parse_id(&record.id).unwrap_or(0));
@@ -316,6 +316,14 @@ impl Spool {
         };
         record.inline_data = inline.is_some();
         let json = serde_json::to_vec(&record).map_err(io::Error::other)?;
+        if json.len() > MAX_RECORD_JSON {
+            // Recovery would take a longer record for damage: never write one.
+            let _ = fs::remove_file(&path);
+            return Err(CommitError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "commit record metadata too large",
+            )));
+        }
         let head = frame_head(&json, inline.as_deref().unwrap_or_default());
         let (done, wait) = oneshot::channel();
         self.committer
