@@ -110,6 +110,11 @@ CREATE TABLE IF NOT EXISTS mailboxes (
     mailbox TEXT NOT NULL,
     PRIMARY KEY (archived_id, mailbox)
 );
+-- Spool log segments retired (start-up no longer reads them), and when.
+CREATE TABLE IF NOT EXISTS spool_retired (
+    segment INTEGER PRIMARY KEY,
+    retired_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS connectors (
     position INTEGER NOT NULL,
     description TEXT PRIMARY KEY,
@@ -273,6 +278,11 @@ pub(crate) trait ArchiveStore: Send {
         attempts: u32,
         at: u64,
     ) -> StoreResult<()>;
+
+    /// Records that spool segments are retired. Returns once this and everything committed
+    /// before it is durable: after retirement the spool no longer brings those items back.
+    /// Outside a batch.
+    fn record_retired(&self, segments: &[u64], at: u64) -> StoreResult<()>;
 }
 
 impl SqliteStore {
@@ -485,6 +495,24 @@ impl ArchiveStore for SqliteStore {
         .execute(params![item, state, attempts, (state == "merged").then_some(&target), archival.content_sha256, at as i64])?;
         tx.commit()?;
         Ok(target)
+    }
+
+    fn record_retired(&self, segments: &[u64], at: u64) -> StoreResult<()> {
+        // Elsewhere NORMAL: in WAL mode, a FULL commit syncs the WAL, and with it every
+        // transaction before it.
+        self.db.pragma_update(None, "synchronous", "FULL")?;
+        let recorded = (|| -> rusqlite::Result<()> {
+            let tx = self.db.unchecked_transaction()?;
+            for &segment in segments {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO spool_retired (segment, retired_at) VALUES (?1, ?2)",
+                )?
+                .execute(params![segment as i64, at as i64])?;
+            }
+            tx.commit()
+        })();
+        self.db.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(recorded?)
     }
 
     fn merge(

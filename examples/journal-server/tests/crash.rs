@@ -30,6 +30,12 @@ fn start(config: &Path) -> (Child, u16) {
             config.to_str().unwrap(),
             "--listen",
             "127.0.0.1:0",
+            // Items settle within seconds and spool segments fill after a few dozen
+            // messages, so that segments are sealed and retired between kills too.
+            "--match-interval-seconds",
+            "1",
+            "--spool-segment-bytes",
+            "262144",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -131,6 +137,34 @@ fn client(port: u16, seed: u64, acked: Arc<Mutex<HashMap<String, String>>>, stop
     }
 }
 
+/// Reads the frames of one log segment into `stored`; returns where the last whole frame ends.
+fn read_segment(log: &[u8], spool: &Path, stored: &mut HashMap<String, (String, String)>) -> usize {
+    let mut pos = 0;
+    while pos + 12 <= log.len() {
+        let json_len = u32::from_le_bytes(log[pos..pos + 4].try_into().unwrap()) as usize;
+        let data_len = u32::from_le_bytes(log[pos + 4..pos + 8].try_into().unwrap()) as usize;
+        let json = &log[pos + 12..pos + 12 + json_len];
+        let data = &log[pos + 12 + json_len..pos + 12 + json_len + data_len];
+        let record: serde_json::Value = serde_json::from_slice(json).unwrap();
+        let id = record["id"].as_str().unwrap().to_owned();
+        let actual = if record["inline_data"] == true {
+            hex(&Sha256::digest(data))
+        } else {
+            let file = [
+                spool.join("data").join(&id),
+                spool.join("kept/data").join(&id),
+            ]
+            .into_iter()
+            .find_map(|path| std::fs::read(path).ok())
+            .unwrap_or_default();
+            hex(&Sha256::digest(file))
+        };
+        stored.insert(id, (record["sha256"].as_str().unwrap().to_owned(), actual));
+        pos += 12 + json_len + data_len;
+    }
+    pos
+}
+
 #[test]
 fn every_acknowledged_message_survives_kill_9() {
     let dir = std::env::temp_dir().join(format!("journal-crash-{}", std::process::id()));
@@ -170,34 +204,34 @@ fn every_acknowledged_message_survives_kill_9() {
             c.join().unwrap();
         }
         // After a restart (recovery runs at start-up), read the spool as the format says:
-        // commit-log frames `[json len][data len][crc32][json][data]`, large bodies in files.
+        // log segments (live in `log/`, retired to `kept/`) of frames
+        // `[json len][data len][crc32][json][data]`, large bodies in files beside them.
         let (mut server, _) = start(&config);
-        let spool = data_dir.join("spool/data");
-        let log = std::fs::read(data_dir.join("spool/commit.log")).unwrap();
+        let spool = data_dir.join("spool");
         let mut stored: HashMap<String, (String, String)> = HashMap::new(); // id -> (recorded sha, actual sha)
-        let mut pos = 0;
-        while pos + 12 <= log.len() {
-            let json_len = u32::from_le_bytes(log[pos..pos + 4].try_into().unwrap()) as usize;
-            let data_len = u32::from_le_bytes(log[pos + 4..pos + 8].try_into().unwrap()) as usize;
-            let json = &log[pos + 12..pos + 12 + json_len];
-            let data = &log[pos + 12 + json_len..pos + 12 + json_len + data_len];
-            let record: serde_json::Value = serde_json::from_slice(json).unwrap();
-            let id = record["id"].as_str().unwrap().to_owned();
-            let actual = if record["inline_data"] == true {
-                hex(&Sha256::digest(data))
-            } else {
-                hex(&Sha256::digest(
-                    std::fs::read(spool.join(&id)).unwrap_or_default(),
-                ))
-            };
-            stored.insert(id, (record["sha256"].as_str().unwrap().to_owned(), actual));
-            pos += 12 + json_len + data_len;
+        let mut segments = 0;
+        for place in ["log", "kept"] {
+            for entry in std::fs::read_dir(spool.join(place)).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_none_or(|e| e != "log") {
+                    continue;
+                }
+                segments += 1;
+                // The running server may retire a live segment meanwhile: it moves to kept/.
+                let kept = spool.join("kept").join(path.file_name().unwrap());
+                let log = std::fs::read(&path)
+                    .or_else(|_| std::fs::read(&kept))
+                    .unwrap();
+                let end = read_segment(&log, &spool, &mut stored);
+                assert_eq!(
+                    end,
+                    log.len(),
+                    "round {round}: {} has a torn tail after recovery",
+                    path.display()
+                );
+            }
         }
-        assert_eq!(
-            pos,
-            log.len(),
-            "round {round}: the log has a torn tail after recovery"
-        );
+        assert!(segments > 0, "round {round}: no log segment");
         for (id, sha) in acked.lock().unwrap().iter() {
             let (recorded, actual) = stored
                 .get(id)
@@ -209,7 +243,10 @@ fn every_acknowledged_message_survives_kill_9() {
             );
         }
         // Nothing unacknowledged and partial stays: every data file is committed and intact.
-        for entry in std::fs::read_dir(&spool).unwrap() {
+        let data_files = std::fs::read_dir(spool.join("data"))
+            .unwrap()
+            .chain(std::fs::read_dir(spool.join("kept/data")).unwrap());
+        for entry in data_files {
             let name = entry.unwrap().file_name().to_string_lossy().into_owned();
             let (recorded, actual) = stored.get(&name).unwrap_or_else(|| {
                 panic!("round {round}: uncommitted file {name} left in the spool")
@@ -219,10 +256,59 @@ fn every_acknowledged_message_survives_kill_9() {
         server.kill().unwrap();
         server.wait().unwrap();
     }
-    let acked = acked.lock().unwrap().len();
+    // Retiring segments must never strand an item: after a last start every acknowledged
+    // message reaches a settled state in the archive store.
+    let acked_ids: Vec<String> = acked.lock().unwrap().keys().cloned().collect();
+    let (mut server, _) = start(&config);
+    let mut unsettled = acked_ids.clone();
+    for _ in 0..120 {
+        let db = rusqlite::Connection::open_with_flags(
+            data_dir.join("archive.sqlite3"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let states: HashMap<String, String> = db
+            .prepare("SELECT id, state FROM items")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        unsettled.retain(|id| {
+            !matches!(
+                states.get(id).map(String::as_str),
+                Some("archived" | "merged" | "not_archived")
+            )
+        });
+        if unsettled.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(
+        unsettled.is_empty(),
+        "{} acknowledged items never settled, e.g. {:?}",
+        unsettled.len(),
+        unsettled.first()
+    );
+    let acked = acked_ids.len();
     assert!(
         acked > KILLS * 10,
         "too little traffic to prove anything: {acked} acknowledged"
     );
-    eprintln!("{acked} acknowledged messages survived {KILLS} kill -9 rounds");
+    let kept = std::fs::read_dir(data_dir.join("spool/kept"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "log")
+        })
+        .count();
+    eprintln!(
+        "{acked} acknowledged messages survived {KILLS} kill -9 rounds; {kept} spool segments retired"
+    );
 }

@@ -297,6 +297,7 @@ async fn commit(
         sha256: String::new(),
         inline_data: false,
         log_offset: None,
+        segment: 0,
     };
     let definition = t
         .recipients

@@ -22,8 +22,6 @@ use crate::store::{ArchiveStore, SqliteStore};
 
 /// Connections one client address may hold at once.
 const MAX_CONNECTIONS_PER_CLIENT: usize = 50;
-/// Free space the spool keeps; below it messages get `452 4.3.1`.
-const SPOOL_RESERVE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Arguments of `serve`.
 #[derive(Debug, clap::Args)]
@@ -44,6 +42,10 @@ pub(crate) struct ServeArgs {
     /// Seconds between match attempts (default 60, the queue's interval).
     #[arg(long, default_value_t = 60)]
     match_interval_seconds: u64,
+    /// Spool log segment size in bytes (default 64 MiB); tests make it small so that
+    /// segments fill, seal and retire within seconds.
+    #[arg(long, hide = true)]
+    spool_segment_bytes: Option<u64>,
 }
 
 fn dev_config() -> Config {
@@ -154,11 +156,17 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
         interval,
         handoff.clone(),
     );
+    let mut limits = spool::SpoolLimits::default();
+    if let Some(bytes) = args.spool_segment_bytes {
+        limits.segment_bytes = bytes.max(1);
+    }
     let (spool, recovery) = pipeline
-        .recover(|on_record| spool::Spool::open(&data_dir, SPOOL_RESERVE_BYTES, on_record))
+        .recover(|on_record| spool::Spool::open(&data_dir, limits, on_record))
         .map_err(|e| format!("spool: {e}"))?;
+    pipeline.retire_from(spool.segments());
     tracing::info!(
         committed = recovery.committed,
+        live_segments = recovery.segments.len(),
         torn_tail_bytes = recovery.truncated_bytes,
         discarded_unacknowledged = recovery.discarded.len(),
         quarantined = recovery.quarantined.len(),

@@ -3,7 +3,7 @@
 //! it inside `catch_unwind`, applies the archive policy, de-duplicates by the original's
 //! Message-ID and sent date, writes the archive, and keeps the connector status.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use mailjournal::queue::{
 };
 use sha2::{Digest, Sha256};
 
-use super::spool::{self, Record};
+use super::spool::{self, Record, Segments};
 use crate::clock;
 use crate::store::{Archival, ArchiveStore, ArchivedRecipient, NewItem, Progress};
 
@@ -101,20 +101,39 @@ pub(crate) struct Pipeline {
     connectors: Vec<Connector>,
     /// Connectors that received messages since the last flush, with the latest time.
     touched: HashMap<usize, u64>,
-    /// Items in the queue: their journal definition and where their bytes are in the
-    /// commit log (when inline).
-    journals: HashMap<ItemId, (usize, Option<u64>)>,
+    /// Items in the queue: their journal definition and where their record is.
+    journals: HashMap<ItemId, Location>,
     /// When settled items were last pruned from the queue.
     pruned_at: Timestamp,
     /// When operator retry requests were last looked for.
     retries_checked_at: Option<Timestamp>,
-    /// The commit log, kept open: inline messages not handed over are read back from it.
-    log: Option<std::fs::File>,
+    /// The last log segment read, kept open: inline messages not handed over are read back
+    /// from the segment that holds them.
+    log: Option<(u64, std::fs::File)>,
+    /// The spool's live segments, retired here once all their records are settled.
+    segments: Option<Arc<Segments>>,
+    /// Records received from each live segment (committed or recovered).
+    received: BTreeMap<u64, u64>,
+    /// Segments holding a record this pipeline cannot place (its journal definition is gone
+    /// from the configuration): never retired, so that a later start can take it.
+    pinned: BTreeSet<u64>,
+    /// Set when a store transaction failed: the queue may then be ahead of the store, and
+    /// only the live segments let a restart catch up, so none is retired until then.
+    store_failed: bool,
     /// Bytes handed over with messages accepted in this round, dropped at its end.
     handed: HashMap<ItemId, Vec<u8>>,
     handoff: Arc<Handoff>,
     /// Set by the server once sessions are done: finish the current round and return.
     stopping: Arc<AtomicBool>,
+}
+
+/// Where an item's record is, and which journal definition it arrived for.
+#[derive(Debug, Clone, Copy)]
+struct Location {
+    journal: usize,
+    segment: u64,
+    /// The record's offset in the log, when the bytes are inline in it.
+    log_offset: Option<u64>,
 }
 
 /// What parsing one item produced.
@@ -173,10 +192,19 @@ impl Pipeline {
             pruned_at: now,
             retries_checked_at: None,
             log: None,
+            segments: None,
+            received: BTreeMap::new(),
+            pinned: BTreeSet::new(),
+            store_failed: false,
             handed: HashMap::new(),
             handoff,
             stopping: Arc::default(),
         }
+    }
+
+    /// Hands over the spool's live segments, to retire once their records are settled.
+    pub(crate) fn retire_from(&mut self, segments: Arc<Segments>) {
+        self.segments = Some(segments);
     }
 
     /// The flag that makes [`run`](Self::run) stop at the end of its current round of due
@@ -187,6 +215,8 @@ impl Pipeline {
 
     /// Runs until shutdown, waking for new items and for the queue's deadlines.
     pub(crate) fn run(mut self, input: Receiver<Input>) {
+        // Segments whose items all settled before the last stop need no wait for a prune.
+        self.retire_settled_segments(clock::now());
         loop {
             let now = clock::now();
             let wait = self
@@ -231,12 +261,16 @@ impl Pipeline {
                 self.retries_checked_at = Some(now);
                 self.take_retries(now);
             }
-            self.step(now);
+            let pruned = self.step(now);
             self.release_handed();
             if batch.is_ok()
                 && let Err(e) = self.store.end_batch()
             {
+                self.store_failed = true;
                 tracing::error!(error = %e, "archive store commit failed");
+            }
+            if pruned {
+                self.retire_settled_segments(now);
             }
             if stop {
                 return;
@@ -252,6 +286,7 @@ impl Pipeline {
         if batch.is_ok()
             && let Err(e) = self.store.end_batch()
         {
+            self.store_failed = true;
             tracing::error!(error = %e, "archive store commit failed during recovery");
         }
         replayed
@@ -282,16 +317,18 @@ impl Pipeline {
 
     /// Takes a committed message into the queue (also used by recovery, `fresh = false`).
     pub(crate) fn accept(&mut self, record: &Record, fresh: bool) {
-        let Some(&index) = record.journals.first() else {
-            return;
-        };
-        let Some(journal) = self.policy.journals.get(index) else {
+        *self.received.entry(record.segment).or_default() += 1;
+        let known = record
+            .journals
+            .first()
+            .and_then(|&index| Some((index, self.policy.journals.get(index)?)))
+            .zip(spool::parse_id(&record.id));
+        let Some(((index, journal), id)) = known else {
+            tracing::error!(id = %record.id, "spooled item for no configured journal definition: left in the spool");
+            self.pinned.insert(record.segment);
             return;
         };
         let d = &journal.definition;
-        let Some(id) = spool::parse_id(&record.id) else {
-            return;
-        };
         let sender = record.mail_from.clone().unwrap_or_else(|| "<>".into());
         let recipient = journal.service_address.to_string();
         let item = NewItem {
@@ -348,7 +385,12 @@ impl Pipeline {
             _ => self.queue.enqueue(meta, now),
         };
         if queued.is_ok() {
-            self.journals.insert(ItemId(id), (index, record.log_offset));
+            let location = Location {
+                journal: index,
+                segment: record.segment,
+                log_offset: record.log_offset,
+            };
+            self.journals.insert(ItemId(id), location);
             if let Some(Progress { state, reason, .. }) = progress
                 && state == "failed"
             {
@@ -381,11 +423,57 @@ impl Pipeline {
     }
 
     /// Runs every action that is due, and now and then forgets settled items: without that,
-    /// every message ever received would stay in memory.
-    pub(crate) fn step(&mut self, now: Timestamp) {
+    /// every message ever received would stay in memory. True when it forgot.
+    pub(crate) fn step(&mut self, now: Timestamp) -> bool {
         self.run_due(now);
-        if now.since(self.pruned_at) >= PRUNE_EVERY {
+        let prune = now.since(self.pruned_at) >= PRUNE_EVERY;
+        if prune {
             self.prune(now);
+        }
+        prune
+    }
+
+    /// Retires every sealed spool segment whose records have all arrived here and settled:
+    /// start-up then no longer reads them. Their settled state is made durable first, since
+    /// after retirement nothing else would bring those items back.
+    fn retire_settled_segments(&mut self, now: Timestamp) {
+        let Some(segments) = self.segments.clone() else {
+            return;
+        };
+        if self.store_failed {
+            return;
+        }
+        let unsettled: HashSet<u64> = self.journals.values().map(|l| l.segment).collect();
+        let ready: Vec<u64> = segments
+            .sealed()
+            .into_iter()
+            .filter(|(base, records)| {
+                self.received.get(base) == Some(records)
+                    && !unsettled.contains(base)
+                    && !self.pinned.contains(base)
+            })
+            .map(|(base, _)| base)
+            .collect();
+        if ready.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.record_retired(&ready, now.0) {
+            tracing::error!(error = %e, "cannot make the archive store durable: spool segments stay live");
+            return;
+        }
+        for base in ready {
+            match segments.retire(base) {
+                Ok(()) => {
+                    self.received.remove(&base);
+                    tracing::info!(
+                        segment = base,
+                        "spool segment retired: every item in it is settled"
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(segment = base, error = %e, "cannot retire spool segment")
+                }
+            }
         }
     }
 
@@ -581,15 +669,15 @@ impl Pipeline {
     /// Reads, parses and classifies an item. A panic in the parser fails the item, never the
     /// server.
     fn parse(&mut self, id: ItemId, with_content: bool) -> Result<Parsed, String> {
-        let (index, log_offset) = *self.journals.get(&id).ok_or("unknown item")?;
+        let location = *self.journals.get(&id).ok_or("unknown item")?;
         let bytes = match self.handed.get(&id) {
             Some(data) => std::borrow::Cow::Borrowed(data.as_slice()),
             None => std::borrow::Cow::Owned(
-                read_back(&mut self.log, &self.data_dir, id, log_offset)
+                read_back(&mut self.log, &self.data_dir, id, location)
                     .map_err(|e| format!("spool: {e}"))?,
             ),
         };
-        let journal = &self.policy.journals[index];
+        let journal = &self.policy.journals[location.journal];
         let policy = &self.policy;
         catch_unwind(AssertUnwindSafe(|| {
             classify(policy, journal, &bytes, with_content)
@@ -598,23 +686,26 @@ impl Pipeline {
     }
 }
 
-/// Reads an item's bytes back from the spool: from the commit log, opened on first use and
-/// kept open, or from the item's own data file.
+/// Reads an item's bytes back from the spool: from its log segment, kept open for the next
+/// item (mostly in the same one), or from the item's own data file.
 fn read_back(
-    log: &mut Option<std::fs::File>,
+    log: &mut Option<(u64, std::fs::File)>,
     data_dir: &std::path::Path,
     id: ItemId,
-    log_offset: Option<u64>,
+    location: Location,
 ) -> std::io::Result<Vec<u8>> {
     let name = spool::format_id(id.0);
-    let Some(offset) = log_offset else {
+    let Some(offset) = location.log_offset else {
         return spool::read_data(data_dir, &name, None);
     };
-    let log = match log {
-        Some(log) => log,
-        empty => empty.insert(std::fs::File::open(spool::log_path(data_dir))?),
+    let file = match log {
+        Some((segment, file)) if *segment == location.segment => file,
+        _ => {
+            let file = spool::open_segment(data_dir, location.segment)?;
+            &log.insert((location.segment, file)).1
+        }
     };
-    spool::read_inline(log, &name, offset)
+    spool::read_inline(file, &name, location.segment, offset)
 }
 
 /// Parses and classifies one item; the archived bytes and their hash only `with_content`
@@ -837,6 +928,71 @@ mod tests {
         for &id in &ids {
             assert_eq!(state(&dir, &spool::format_id(id)), "failed");
         }
+    }
+
+    /// Commits an EML message through the spool, as a session would.
+    async fn commit_eml(spool: &spool::Spool, message_id: &str, now: Timestamp) -> Record {
+        let mut writer = spool.begin().unwrap();
+        writer.write(&eml(message_id)).unwrap();
+        let record = Record::for_test(writer.id(), now.0);
+        spool.commit(writer, record).await.unwrap().0
+    }
+
+    #[tokio::test]
+    async fn a_sealed_segment_retires_once_every_item_in_it_is_settled() {
+        let (dir, mut pipeline) = eml_pipeline("retire");
+        // A new segment for every commit after the first.
+        let limits = spool::SpoolLimits {
+            segment_bytes: 1,
+            ..spool::SpoolLimits::default()
+        };
+        let (spool, _) = spool::Spool::open(&dir, limits, &mut |_| {}).unwrap();
+        pipeline.retire_from(spool.segments());
+        let now = clock::now();
+        let early = commit_eml(&spool, "early@contoso.com", now).await;
+        let late = commit_eml(&spool, "late@contoso.com", now).await;
+        let active = commit_eml(&spool, "active@contoso.com", now).await;
+        let live = |segment: u64| dir.join(format!("spool/log/{segment:020}.log")).exists();
+
+        pipeline.take(&early, None);
+        for s in 0..4 {
+            pipeline.step(now + Duration::seconds(s));
+        }
+        assert_eq!(state(&dir, &early.id), "archived");
+        // `late` arrives only now: at the next prune it has had one attempt of three.
+        pipeline.take(&late, None);
+        pipeline.take(&active, None);
+        let prune = now + Duration::minutes(2);
+        assert!(pipeline.step(prune));
+        pipeline.retire_settled_segments(prune);
+        assert_eq!(state(&dir, &late.id), "waiting");
+        assert!(!live(early.segment), "every item settled: retired");
+        assert!(live(late.segment), "an item still waits");
+        assert!(live(active.segment), "the committer still appends to it");
+
+        for s in 1..4 {
+            pipeline.step(prune + Duration::seconds(s));
+        }
+        let next = prune + Duration::minutes(2);
+        assert!(pipeline.step(next));
+        pipeline.retire_settled_segments(next);
+        assert_eq!(state(&dir, &late.id), "archived");
+        assert!(!live(late.segment) && live(active.segment));
+        let db = crate::store::open_read_only(&dir).unwrap();
+        let retired: i64 = db
+            .query_row("SELECT COUNT(*) FROM spool_retired", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(retired, 2);
+        drop(spool);
+
+        // The next start reads only the live segment; retired items stay readable.
+        let mut recovered = Vec::new();
+        let (_spool, _) = spool::Spool::open(&dir, limits, &mut |r| recovered.push(r.id)).unwrap();
+        assert_eq!(recovered, [active.id]);
+        assert_eq!(
+            spool::read_data(&dir, &early.id, early.log_offset).unwrap(),
+            eml("early@contoso.com")
+        );
     }
 
     #[test]

@@ -1,31 +1,36 @@
 //! The spool: every accepted message is on disk before its `250`.
 //!
 //! Layout under `DATA_DIR/spool/`:
-//! * `commit.log`: one CRC-framed record per committed message: its metadata (JSON) and, for
-//!   a message up to [`INLINE_LIMIT`], its bytes. The record is the commit point: a message is
-//!   accepted once its record (and, for a large message, its data file) is synced.
+//! * the commit log, in segments (see [`segments`]): one CRC-framed record per committed
+//!   message (see [`frame`]): its metadata (JSON) and, for a message up to [`INLINE_LIMIT`],
+//!   its bytes. The record is the commit point: a message is accepted once its record (and,
+//!   for a large message, its data file) is synced.
 //! * `data/<ID>`: the bytes of a larger message, streamed to disk while the client sends them,
 //!   so memory per connection stays bounded whatever the size;
-//! * `quarantine/`: data files whose record does not match them (size or SHA-256).
+//! * `kept/`: retired segments and their data files, for `get --as-received` only;
+//! * `quarantine/`: data files whose record does not match them (size or SHA-256), and
+//!   damaged stretches of the log.
 //!
 //! Group commit: one committer thread appends every waiting record in one write and syncs the
 //! log once for all of them (and the data directory once, when the batch holds large
 //! messages, whose own files their sessions synced concurrently before). Concurrent sessions
 //! therefore share one `fdatasync` instead of paying one each.
 //!
-//! Recovery on start-up: a torn tail of the log is cut off; data files without a record were
-//! never acknowledged and are removed; records whose data file is missing or differs are
-//! reported and their data (if any) quarantined. The log is read one frame at a time and
-//! every record is handed to the caller as it is found, so memory stays bounded by one frame
-//! whatever the size of the log; a header whose lengths exceed what the server ever writes is
-//! damage, never an allocation.
+//! Start-up recovery (see [`recovery`]) reads the live segments only: those that may hold a
+//! record not yet settled in the archive store.
+
+mod frame;
+mod recovery;
+mod segments;
+
+pub(crate) use recovery::Recovery;
+pub(crate) use segments::Segments;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -35,13 +40,27 @@ use tokio::sync::oneshot;
 /// are streamed to a file of their own.
 pub(crate) const INLINE_LIMIT: usize = 1024 * 1024;
 
-/// The longest record metadata (JSON) read back from the log: far above what a transaction
-/// with the session's recipient limit produces, and a bound on what a damaged header can make
-/// recovery allocate.
-const MAX_RECORD_JSON: usize = 1024 * 1024;
+use frame::{FRAME_HEAD, MAX_RECORD_JSON};
+use segments::Active;
 
-/// A frame's header: JSON length, data length, CRC-32 of both.
-const FRAME_HEAD: usize = 12;
+/// How large the spool lets things grow.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SpoolLimits {
+    /// Bytes that must stay free; below that, messages get `452 4.3.1`.
+    pub(crate) reserve_bytes: u64,
+    /// Past this size the committer starts a new log segment. Smaller segments retire sooner
+    /// (start-up reads less); larger ones mean fewer files.
+    pub(crate) segment_bytes: u64,
+}
+
+impl Default for SpoolLimits {
+    fn default() -> Self {
+        SpoolLimits {
+            reserve_bytes: 256 * 1024 * 1024,
+            segment_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
 
 /// A queue id: milliseconds since the epoch in the high bits, a counter in the low 20 bits;
 /// printed as 16 upper-case hex digits. Unique and ordered by arrival within one spool.
@@ -78,6 +97,9 @@ pub(crate) struct Record {
     /// Where the record starts in the commit log when the bytes are inline in it.
     #[serde(skip)]
     pub(crate) log_offset: Option<u64>,
+    /// The log segment holding the record (its base).
+    #[serde(skip)]
+    pub(crate) segment: u64,
 }
 
 /// Why a commit failed: the client gets a temporary error and retries.
@@ -165,72 +187,72 @@ struct CommitRequest {
     done: oneshot::Sender<CommitOutcome>,
 }
 
-/// The committer's answer: the record's offset in the log and the inline bytes back, or why
-/// the log could not take it.
-type CommitOutcome = Result<(u64, Option<Vec<u8>>), String>;
+/// Where the committer put a record, with the inline bytes handed back.
+struct Placed {
+    segment: u64,
+    offset: u64,
+    inline: Option<Vec<u8>>,
+}
+
+/// The committer's answer: where the record is, or why the log could not take it.
+type CommitOutcome = Result<Placed, String>;
 
 /// The spool of one data directory.
 pub(crate) struct Spool {
     data_dir: PathBuf,
     next_id: AtomicU64,
     committer: mpsc::Sender<CommitRequest>,
+    segments: Arc<Segments>,
     /// Bytes that must stay free; below that, messages get `452 4.3.1`.
     reserve_bytes: u64,
     /// The last free-space check, refreshed at most once a second.
     space: std::sync::Mutex<(Option<std::time::Instant>, bool)>,
 }
 
-/// What recovery found (the records themselves went to the caller one by one).
-#[derive(Debug, Default)]
-pub(crate) struct Recovery {
-    /// Committed records found intact.
-    pub(crate) committed: u64,
-    /// Bytes cut from a torn log tail.
-    pub(crate) truncated_bytes: u64,
-    /// Data files removed because no record committed them.
-    pub(crate) discarded: Vec<String>,
-    /// Records whose data was missing or corrupt (data moved to quarantine).
-    pub(crate) quarantined: Vec<String>,
-}
-
 impl Spool {
-    /// Opens (creating) the spool under `dir`, recovers it, handing every intact committed
-    /// record to `on_record` in commit order, and starts the committer thread.
+    /// Opens (creating) the spool under `dir`, recovers its live segments, handing every
+    /// intact committed record to `on_record` in commit order, and starts the committer.
     pub(crate) fn open(
         dir: &Path,
-        reserve_bytes: u64,
+        limits: SpoolLimits,
         on_record: &mut dyn FnMut(Record),
     ) -> io::Result<(Spool, Recovery)> {
         let root = dir.join("spool");
-        let data_dir = root.join("data");
-        fs::create_dir_all(&data_dir)?;
-        fs::create_dir_all(root.join("quarantine"))?;
-        let log_path = log_path(dir);
+        segments::prepare(&root)?;
         let mut last = 0;
-        let recovery = recover(&root, &log_path, &mut |record: Record| {
+        let recovery = recovery::recover(&root, &mut |record: Record| {
             last = last.max(parse_id(&record.id).unwrap_or(0));
             on_record(record);
         })?;
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)?;
-        sync_dir(&root)?;
+        let (segments, active) = Segments::open(&root, &recovery.segments)?;
+        let segments = Arc::new(segments);
         let (tx, rx) = mpsc::channel::<CommitRequest>();
-        let dir_for_thread = data_dir.clone();
+        let data_dir = root.join("data");
+        let committer_state = Committer {
+            active,
+            segments: segments.clone(),
+            segment_bytes: limits.segment_bytes,
+            data_dir: data_dir.clone(),
+        };
         std::thread::Builder::new()
             .name("spool-commit".into())
-            .spawn(move || committer(rx, log, dir_for_thread))?;
+            .spawn(move || committer_state.run(rx))?;
         Ok((
             Spool {
                 data_dir,
                 next_id: AtomicU64::new(last + 1),
                 committer: tx,
-                reserve_bytes,
+                segments,
+                reserve_bytes: limits.reserve_bytes,
                 space: std::sync::Mutex::new((None, false)),
             },
             recovery,
         ))
+    }
+
+    /// The live segments' bookkeeping, for whoever retires them.
+    pub(crate) fn segments(&self) -> Arc<Segments> {
+        self.segments.clone()
     }
 
     fn new_id(&self) -> u64 {
@@ -324,7 +346,7 @@ impl Spool {
                 "commit record metadata too large",
             )));
         }
-        let head = frame_head(&json, inline.as_deref().unwrap_or_default());
+        let head = frame::frame_head(&json, inline.as_deref().unwrap_or_default());
         let (done, wait) = oneshot::channel();
         self.committer
             .send(CommitRequest {
@@ -335,9 +357,10 @@ impl Spool {
             })
             .map_err(|_| CommitError::Io(io::Error::other("committer stopped")))?;
         match wait.await {
-            Ok(Ok((offset, inline))) => {
-                record.log_offset = record.inline_data.then_some(offset);
-                Ok((record, inline))
+            Ok(Ok(placed)) => {
+                record.segment = placed.segment;
+                record.log_offset = record.inline_data.then_some(placed.offset);
+                Ok((record, placed.inline))
             }
             Ok(Err(e)) => {
                 let _ = fs::remove_file(&path);
@@ -349,292 +372,116 @@ impl Spool {
 }
 
 /// The message bytes of a committed item, as received: from its record in the commit log
-/// (at `log_offset` when known, else found by a scan) or from its data file.
+/// (at `log_offset` when known, else found by a scan of every segment) or from its data file.
 pub(crate) fn read_data(data_dir: &Path, id: &str, log_offset: Option<u64>) -> io::Result<Vec<u8>> {
+    let root = data_dir.join("spool");
     if let Some(offset) = log_offset {
-        return read_inline(&File::open(log_path(data_dir))?, id, offset);
+        let segment = segments::containing(&root, offset)?;
+        return read_inline(&open_segment(data_dir, segment)?, id, segment, offset);
     }
-    match fs::read(data_dir.join("spool").join("data").join(id)) {
+    match fs::read(segments::data_file(&root, id)) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let log = File::open(log_path(data_dir))?;
-            match find_inline(&log, id)? {
-                Some(offset) => read_inline(&log, id, offset),
-                None => Err(e),
+            for place in [segments::Place::Live, segments::Place::Kept] {
+                for base in segments::list(&root, place)? {
+                    let log = segments::open(&root, base)?;
+                    if let Some(pos) = frame::find_inline(&log, id)? {
+                        return frame::read_inline(&log, id, pos);
+                    }
+                }
             }
+            Err(e)
         }
         other => other,
     }
 }
 
-/// The commit log of a data directory.
-pub(crate) fn log_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("spool").join("commit.log")
+/// Opens log segment `segment` for reading, wherever it is now.
+pub(crate) fn open_segment(data_dir: &Path, segment: u64) -> io::Result<File> {
+    segments::open(&data_dir.join("spool"), segment)
 }
 
-/// The message bytes inside the commit record at `offset` of an open commit log, checked
-/// against the record's CRC and id.
-pub(crate) fn read_inline(log: &File, id: &str, offset: u64) -> io::Result<Vec<u8>> {
-    match read_frame(log, offset)? {
-        Some(frame) if frame.record.id == id && frame.record.inline_data => Ok(frame.data),
-        _ => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "commit record does not match",
-        )),
-    }
+/// The message bytes inside the commit record at log offset `offset`, in `log`, the open
+/// segment `segment`; checked against the record's CRC and id.
+pub(crate) fn read_inline(log: &File, id: &str, segment: u64, offset: u64) -> io::Result<Vec<u8>> {
+    let pos = offset
+        .checked_sub(segment)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "offset before its segment"))?;
+    frame::read_inline(log, id, pos)
 }
 
-/// Where the record of inline item `id` starts, found by walking the records' headers and
-/// metadata (not their data) from the start of the log.
-fn find_inline(log: &File, id: &str) -> io::Result<Option<u64>> {
-    let mut pos = 0;
-    while let Some(head) = read_head(log, pos)? {
-        let mut json = vec![0u8; head.json_len];
-        if !read_exact_or_eof(log, &mut json, pos + FRAME_HEAD as u64)? {
-            return Ok(None);
-        }
-        if let Ok(record) = serde_json::from_slice::<Record>(&json)
-            && record.id == id
-            && record.inline_data
-        {
-            return Ok(Some(pos));
-        }
-        pos = head.end(pos);
-    }
-    Ok(None)
+/// The committer thread's state: the segment it appends to.
+struct Committer {
+    active: Active,
+    segments: Arc<Segments>,
+    segment_bytes: u64,
+    data_dir: PathBuf,
 }
 
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-}
-
-/// A frame header whose lengths are within what the server writes.
-struct FrameHead {
-    json_len: usize,
-    data_len: usize,
-    crc: u32,
-}
-
-impl FrameHead {
-    /// Where the next frame starts, for a frame starting at `pos`.
-    fn end(&self, pos: u64) -> u64 {
-        pos + (FRAME_HEAD + self.json_len + self.data_len) as u64
-    }
-}
-
-/// One intact frame read back from the log.
-struct Frame {
-    record: Record,
-    /// The inline message bytes (empty for a message in its own data file).
-    data: Vec<u8>,
-    /// Where the next frame starts.
-    next: u64,
-}
-
-/// Fills `buf` from `offset`; false when the file ends first.
-fn read_exact_or_eof(log: &File, buf: &mut [u8], offset: u64) -> io::Result<bool> {
-    match log.read_exact_at(buf, offset) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// The header at `pos`, if the file holds one there with plausible lengths.
-fn read_head(log: &File, pos: u64) -> io::Result<Option<FrameHead>> {
-    let mut head = [0u8; FRAME_HEAD];
-    if !read_exact_or_eof(log, &mut head, pos)? {
-        return Ok(None);
-    }
-    let (json_len, data_len) = (u32_at(&head, 0) as usize, u32_at(&head, 4) as usize);
-    Ok(
-        (json_len <= MAX_RECORD_JSON && data_len <= INLINE_LIMIT).then_some(FrameHead {
-            json_len,
-            data_len,
-            crc: u32_at(&head, 8),
-        }),
-    )
-}
-
-/// The frame at `pos`, if it is whole and checks out (CRC, then metadata).
-fn read_frame(log: &File, pos: u64) -> io::Result<Option<Frame>> {
-    let Some(head) = read_head(log, pos)? else {
-        return Ok(None);
-    };
-    let mut body = vec![0u8; head.json_len + head.data_len];
-    if !read_exact_or_eof(log, &mut body, pos + FRAME_HEAD as u64)?
-        || crc32fast::hash(&body) != head.crc
-    {
-        return Ok(None);
-    }
-    let Ok(mut record) = serde_json::from_slice::<Record>(&body[..head.json_len]) else {
-        return Ok(None);
-    };
-    if record.inline_data {
-        record.log_offset = Some(pos);
-    }
-    body.drain(..head.json_len);
-    Ok(Some(Frame {
-        record,
-        data: body,
-        next: head.end(pos),
-    }))
-}
-
-fn committer(rx: mpsc::Receiver<CommitRequest>, mut log: File, data_dir: PathBuf) {
-    let mut end = log.metadata().map_or(0, |m| m.len());
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
-        }
-        let mut offsets = Vec::with_capacity(batch.len());
-        let mut slices = Vec::with_capacity(batch.len() * 3);
-        let mut at = end;
-        for request in &batch {
-            offsets.push(at);
-            let data = request.inline.as_deref().unwrap_or_default();
-            at += (FRAME_HEAD + request.json.len() + data.len()) as u64;
-            // Empty slices are left out: a write of nothing but empty slices would say 0.
-            slices.extend(
-                [&request.head[..], &request.json, data]
-                    .into_iter()
-                    .filter(|part| !part.is_empty())
-                    .map(io::IoSlice::new),
-            );
-        }
-        // New data files are directory entries: their directory is synced with the log.
-        let any_files = batch.iter().any(|r| r.inline.is_none());
-        let result = append_all(&mut log, &mut slices)
-            .and_then(|()| log.sync_data())
-            .and_then(|()| {
-                if any_files {
-                    sync_dir(&data_dir)
-                } else {
-                    Ok(())
+impl Committer {
+    fn run(mut self, rx: mpsc::Receiver<CommitRequest>) {
+        while let Ok(first) = rx.recv() {
+            if self.active.len >= self.segment_bytes {
+                match self.segments.start_after(&self.active) {
+                    Ok(next) => self.active = next,
+                    // The current segment takes more: it only retires later.
+                    Err(e) => tracing::warn!(error = %e, "cannot start a new spool log segment"),
                 }
-            })
-            .map_err(|e| e.to_string());
-        drop(slices);
-        if let Err(e) = result {
-            // The log's state is unknown: later appends could follow a torn record, which
-            // recovery would cut together with them. Stop accepting.
-            for request in batch {
-                let _ = request.done.send(Err(e.clone()));
             }
-            while let Ok(request) = rx.recv() {
-                let _ = request.done.send(Err("spool log failed earlier".into()));
+            let mut batch = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                batch.push(more);
             }
-            return;
-        }
-        end = at;
-        for (request, offset) in batch.into_iter().zip(offsets) {
-            let _ = request.done.send(Ok((offset, request.inline)));
-        }
-    }
-}
-
-/// Appends every slice, in order, with as few system calls as the kernel allows (the frames
-/// of a batch go out in one `writev`, without being copied together first).
-fn append_all(log: &mut File, mut slices: &mut [io::IoSlice<'_>]) -> io::Result<()> {
-    while !slices.is_empty() {
-        match log.write_vectored(slices) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => io::IoSlice::advance_slices(&mut slices, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// A frame's header: `[json len u32][data len u32][crc32 of json and data u32]`,
-/// little-endian; the JSON and the data follow it.
-fn frame_head(json: &[u8], data: &[u8]) -> [u8; FRAME_HEAD] {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(json);
-    hasher.update(data);
-    let mut head = [0u8; FRAME_HEAD];
-    head[0..4].copy_from_slice(&(json.len() as u32).to_le_bytes());
-    head[4..8].copy_from_slice(&(data.len() as u32).to_le_bytes());
-    head[8..12].copy_from_slice(&hasher.finalize().to_le_bytes());
-    head
-}
-
-fn recover(
-    root: &Path,
-    log_path: &Path,
-    on_record: &mut dyn FnMut(Record),
-) -> io::Result<Recovery> {
-    let mut recovery = Recovery::default();
-    let data_dir = root.join("data");
-    let mut committed_files = std::collections::HashSet::new();
-    let log = match OpenOptions::new().read(true).write(true).open(log_path) {
-        Ok(log) => Some(log),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e),
-    };
-    let len = match &log {
-        Some(log) => log.metadata()?.len(),
-        None => 0,
-    };
-    let mut pos = 0;
-    while let Some(log) = log.as_ref().filter(|_| pos < len) {
-        if let Some(Frame { record, data, next }) = read_frame(log, pos)? {
-            pos = next;
-            let intact = if record.inline_data {
-                data.len() as u64 == record.size && hex(&Sha256::digest(&data)) == record.sha256
-            } else {
-                committed_files.insert(record.id.clone());
-                let path = data_dir.join(&record.id);
-                let ok = fs::read(&path).is_ok_and(|d| {
-                    d.len() as u64 == record.size && hex(&Sha256::digest(&d)) == record.sha256
-                });
-                if !ok {
-                    let _ = fs::rename(&path, root.join("quarantine").join(&record.id));
+            let mut offsets = Vec::with_capacity(batch.len());
+            let mut slices = Vec::with_capacity(batch.len() * 3);
+            let mut at = self.active.len;
+            for request in &batch {
+                offsets.push(self.active.base + at);
+                let data = request.inline.as_deref().unwrap_or_default();
+                at += (FRAME_HEAD + request.json.len() + data.len()) as u64;
+                // Empty slices are left out: a write of nothing but empty slices would say 0.
+                slices.extend(
+                    [&request.head[..], &request.json, data]
+                        .into_iter()
+                        .filter(|part| !part.is_empty())
+                        .map(io::IoSlice::new),
+                );
+            }
+            // New data files are directory entries: their directory is synced with the log.
+            let any_files = batch.iter().any(|r| r.inline.is_none());
+            let log = &mut self.active.file;
+            let result = frame::append_all(log, &mut slices)
+                .and_then(|()| log.sync_data())
+                .and_then(|()| {
+                    if any_files {
+                        sync_dir(&self.data_dir)
+                    } else {
+                        Ok(())
+                    }
+                })
+                .map_err(|e| e.to_string());
+            drop(slices);
+            if let Err(e) = result {
+                // The log's state is unknown: later appends could follow a torn record, which
+                // recovery would cut together with them. Stop accepting.
+                for request in batch {
+                    let _ = request.done.send(Err(e.clone()));
                 }
-                ok
-            };
-            if intact {
-                recovery.committed += 1;
-                on_record(record);
-            } else {
-                recovery.quarantined.push(record.id.clone());
+                while let Ok(request) = rx.recv() {
+                    let _ = request.done.send(Err("spool log failed earlier".into()));
+                }
+                return;
             }
-            continue;
-        }
-        // A frame that does not check out. If a valid frame follows where its lengths say it
-        // ends, it was damaged in place (keep it aside, go on); otherwise it is the torn tail
-        // of an append that never completed.
-        let next = match read_head(log, pos)?.map(|head| head.end(pos)) {
-            Some(next) if next < len && read_frame(log, next)?.is_some() => Some(next),
-            _ => None,
-        };
-        let Some(next) = next else { break };
-        let mut damaged = vec![0u8; (next - pos) as usize];
-        log.read_exact_at(&mut damaged, pos)?;
-        let name = format!("log-frame-at-{pos}");
-        fs::write(root.join("quarantine").join(&name), &damaged)?;
-        recovery.quarantined.push(name);
-        pos = next;
-    }
-    if let Some(mut log) = log.filter(|_| pos < len) {
-        // Everything from the first frame that is neither valid nor followed by one is the
-        // torn tail of an append that never completed: it was never acknowledged.
-        recovery.truncated_bytes = len - pos;
-        log.set_len(pos)?;
-        log.seek(SeekFrom::End(0))?;
-        log.sync_all()?;
-    }
-    for entry in fs::read_dir(&data_dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !committed_files.contains(&name) {
-            fs::remove_file(entry.path())?;
-            recovery.discarded.push(name);
+            self.active.len = at;
+            self.segments.committed(self.active.base, batch.len());
+            for (request, offset) in batch.into_iter().zip(offsets) {
+                let _ = request.done.send(Ok(Placed {
+                    segment: self.active.base,
+                    offset,
+                    inline: request.inline,
+                }));
+            }
         }
     }
-    sync_dir(&data_dir)?;
-    Ok(recovery)
 }
 
 /// Makes a directory's entries durable (new and removed files).
@@ -671,6 +518,7 @@ impl Record {
             sha256: String::new(),
             inline_data: false,
             log_offset: None,
+            segment: 0,
         }
     }
 }
@@ -689,9 +537,33 @@ mod tests {
 
     /// Opens the spool, collecting the records recovery hands over.
     fn open(dir: &Path) -> (Spool, Recovery, Vec<Record>) {
+        open_with(dir, SpoolLimits::default())
+    }
+
+    fn open_with(dir: &Path, limits: SpoolLimits) -> (Spool, Recovery, Vec<Record>) {
         let mut records = Vec::new();
-        let (spool, recovery) = Spool::open(dir, 0, &mut |r| records.push(r)).unwrap();
+        let (spool, recovery) = Spool::open(dir, limits, &mut |r| records.push(r)).unwrap();
         (spool, recovery, records)
+    }
+
+    /// Limits under which every batch after the first byte starts a new segment.
+    fn tiny_segments() -> SpoolLimits {
+        SpoolLimits {
+            segment_bytes: 1,
+            ..SpoolLimits::default()
+        }
+    }
+
+    /// The first log segment, where a fresh spool appends.
+    fn first_segment(dir: &Path) -> PathBuf {
+        dir.join("spool/log/00000000000000000000.log")
+    }
+
+    async fn commit_bytes(spool: &Spool, body: &[u8]) -> Record {
+        let mut w = spool.begin().unwrap();
+        w.write(body).unwrap();
+        let r = record(w.id());
+        spool.commit(w, r).await.unwrap().0
     }
 
     #[tokio::test]
@@ -716,7 +588,7 @@ mod tests {
             std::mem::forget(orphan);
         }
         // A torn record at the end of the log.
-        let log = dir.join("spool/commit.log");
+        let log = first_segment(&dir);
         let mut f = OpenOptions::new().append(true).open(&log).unwrap();
         f.write_all(&[200, 0, 0, 0, 1, 2, 3]).unwrap();
         drop(f);
@@ -751,16 +623,19 @@ mod tests {
                 ids.push(spool.commit(w, r).await.unwrap().0.id);
             }
         }
-        let log = dir.join("spool/commit.log");
+        let log = first_segment(&dir);
         let mut bytes = fs::read(&log).unwrap();
-        let first_len = 12 + u32_at(&bytes, 0) as usize + u32_at(&bytes, 4) as usize;
+        let first_len = 12 + frame::u32_at(&bytes, 0) as usize + frame::u32_at(&bytes, 4) as usize;
         bytes[first_len - 1] ^= 0xff; // flip the last data byte of the first frame
         fs::write(&log, &bytes).unwrap();
         let (_spool, recovery, records) = open(&dir);
         assert_eq!(recovery.truncated_bytes, 0);
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].id, ids[1]);
-        assert_eq!(recovery.quarantined, ["log-frame-at-0"]);
+        assert_eq!(
+            recovery.quarantined,
+            ["log-00000000000000000000-frame-at-0"]
+        );
     }
 
     #[tokio::test]
@@ -773,7 +648,7 @@ mod tests {
             let r = record(w.id());
             spool.commit(w, r).await.unwrap().0.id
         };
-        let log = dir.join("spool/commit.log");
+        let log = first_segment(&dir);
         let kept = fs::metadata(&log).unwrap().len();
         let mut f = OpenOptions::new().append(true).open(&log).unwrap();
         // json and data lengths of 4 GiB - 1 each, then a few bytes.
@@ -829,7 +704,7 @@ mod tests {
                     messages.insert(committed.id, body);
                 }
             }
-            let log = fs::read(dir.join("spool/commit.log")).unwrap();
+            let log = fs::read(first_segment(&dir)).unwrap();
             let _ = fs::remove_dir_all(&dir);
             (log, messages)
         })
@@ -857,6 +732,7 @@ mod tests {
             damaged.extend_from_slice(&garbage);
             let dir = temp_dir("damaged");
             fs::create_dir_all(dir.join("spool/data")).unwrap();
+            // Written where logs were before segments: opening moves it to segment 0.
             fs::write(dir.join("spool/commit.log"), &damaged).unwrap();
             let first = {
                 let (_spool, _, records) = open(&dir);
@@ -874,6 +750,83 @@ mod tests {
             proptest::prop_assert_eq!(ids(&records), ids(&first));
             let _ = fs::remove_dir_all(&dir);
         }
+    }
+
+    #[tokio::test]
+    async fn full_segments_seal_and_retired_ones_are_kept_but_not_recovered() {
+        let dir = temp_dir("segments");
+        let tiny = tiny_segments();
+        let large = vec![b'L'; INLINE_LIMIT + 5];
+        let (first, second, third) = {
+            let (spool, _, _) = open_with(&dir, tiny);
+            let first = commit_bytes(&spool, b"first").await;
+            let second = commit_bytes(&spool, &large).await;
+            let third = commit_bytes(&spool, b"third").await;
+            let segments = spool.segments();
+            assert_eq!(
+                segments.sealed(),
+                [(first.segment, 1), (second.segment, 1)],
+                "the active segment is never offered for retirement"
+            );
+            assert!(first.segment < second.segment && second.segment < third.segment);
+            segments.retire(first.segment).unwrap();
+            segments.retire(second.segment).unwrap();
+            assert!(segments.retire(third.segment).is_err(), "active");
+            assert!(segments.sealed().is_empty());
+            (first, second, third)
+        };
+        assert!(dir.join("spool/kept/data").join(&second.id).exists());
+        assert!(!dir.join("spool/data").join(&second.id).exists());
+        // Start-up reads only the live segment; kept messages are still readable as received.
+        let (spool, recovery, records) = open_with(&dir, tiny);
+        assert_eq!(
+            records.iter().map(|r| &r.id).collect::<Vec<_>>(),
+            [&third.id]
+        );
+        assert!(recovery.discarded.is_empty() && recovery.quarantined.is_empty());
+        assert_eq!(
+            read_data(&dir, &first.id, first.log_offset).unwrap(),
+            b"first"
+        );
+        assert_eq!(read_data(&dir, &first.id, None).unwrap(), b"first");
+        assert_eq!(read_data(&dir, &second.id, None).unwrap(), large);
+        assert_eq!(
+            read_data(&dir, &third.id, third.log_offset).unwrap(),
+            b"third"
+        );
+        // New records never reuse the offsets of kept ones.
+        let fourth = commit_bytes(&spool, b"fourth").await;
+        assert!(fourth.log_offset > third.log_offset);
+        assert_eq!(
+            read_data(&dir, &fourth.id, fourth.log_offset).unwrap(),
+            b"fourth"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_retirement_cut_short_by_a_crash_loses_nothing() {
+        let dir = temp_dir("retire-crash");
+        let tiny = tiny_segments();
+        let large = vec![b'q'; INLINE_LIMIT + 1];
+        let committed = {
+            let (spool, _, _) = open_with(&dir, tiny);
+            let committed = commit_bytes(&spool, &large).await;
+            commit_bytes(&spool, b"next").await;
+            committed
+        };
+        // The crash came after the data file moved and before the segment did.
+        fs::rename(
+            dir.join("spool/data").join(&committed.id),
+            dir.join("spool/kept/data").join(&committed.id),
+        )
+        .unwrap();
+        let (spool, recovery, records) = open_with(&dir, tiny);
+        assert_eq!(records.len(), 2);
+        assert!(recovery.discarded.is_empty() && recovery.quarantined.is_empty());
+        assert_eq!(read_data(&dir, &committed.id, None).unwrap(), large);
+        // And the retirement completes when it is tried again.
+        spool.segments().retire(committed.segment).unwrap();
+        assert_eq!(read_data(&dir, &committed.id, None).unwrap(), large);
     }
 
     #[test]

@@ -1,0 +1,142 @@
+//! Start-up recovery of the live segments: a torn tail of the last one is cut off (it was
+//! never acknowledged); data files without a record were never acknowledged either and are
+//! removed; records whose data file is missing or differs are reported and their data (if
+//! any) quarantined; a damaged frame is set aside when an intact one follows it.
+//!
+//! Segments are read one frame at a time and every record is handed to the caller as it is
+//! found, so memory stays bounded by one frame whatever the size of the spool; a header whose
+//! lengths exceed what the server ever writes is damage, never an allocation.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use super::frame::{self, Frame};
+use super::segments::{self, Place};
+use super::{Record, hex, sync_dir};
+
+/// What recovery found (the records themselves went to the caller one by one).
+#[derive(Debug, Default)]
+pub(crate) struct Recovery {
+    /// Committed records found intact.
+    pub(crate) committed: u64,
+    /// Bytes cut from a torn log tail.
+    pub(crate) truncated_bytes: u64,
+    /// Data files removed because no record committed them.
+    pub(crate) discarded: Vec<String>,
+    /// Records whose data was missing or corrupt (data moved to quarantine), and damaged
+    /// stretches of the log (copied to quarantine).
+    pub(crate) quarantined: Vec<String>,
+    /// Live segments and the intact records each holds.
+    pub(crate) segments: BTreeMap<u64, u64>,
+}
+
+/// Recovers every live segment under `root`, handing each intact record to `on_record` in
+/// commit order.
+pub(super) fn recover(root: &Path, on_record: &mut dyn FnMut(Record)) -> io::Result<Recovery> {
+    let mut recovery = Recovery::default();
+    let mut committed_files = HashSet::new();
+    let bases = segments::list(root, Place::Live)?;
+    for (n, &base) in bases.iter().enumerate() {
+        let last = n + 1 == bases.len();
+        let mut records = 0;
+        let segment = segments::path(root, Place::Live, base);
+        let log = OpenOptions::new().read(true).write(true).open(&segment)?;
+        let end = recover_segment(root, &log, base, &mut recovery, &mut |record| {
+            if !record.inline_data {
+                committed_files.insert(record.id.clone());
+            }
+            records += 1;
+            on_record(record);
+        })?;
+        let len = log.metadata()?.len();
+        if end < len {
+            if last {
+                // The torn tail of an append that never completed: never acknowledged.
+                recovery.truncated_bytes += len - end;
+            } else {
+                // A segment is sealed only after its last batch was synced: a bad tail here is
+                // damage to acknowledged records. Keep the bytes aside before cutting them.
+                let mut tail = vec![0u8; (len - end) as usize];
+                log.read_exact_at(&mut tail, end)?;
+                let name = format!("log-{base:020}-tail-at-{end}");
+                fs::write(root.join("quarantine").join(&name), &tail)?;
+                recovery.quarantined.push(name);
+            }
+            log.set_len(end)?;
+            log.sync_all()?;
+        }
+        recovery.segments.insert(base, records);
+    }
+    let data_dir = root.join("data");
+    for entry in fs::read_dir(&data_dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !committed_files.contains(&name) {
+            fs::remove_file(entry.path())?;
+            recovery.discarded.push(name);
+        }
+    }
+    sync_dir(&data_dir)?;
+    Ok(recovery)
+}
+
+/// Recovers one segment; returns where its last intact (or set-aside) frame ends.
+fn recover_segment(
+    root: &Path,
+    log: &File,
+    base: u64,
+    recovery: &mut Recovery,
+    on_record: &mut dyn FnMut(Record),
+) -> io::Result<u64> {
+    let len = log.metadata()?.len();
+    let mut pos = 0;
+    while pos < len {
+        if let Some(Frame {
+            mut record,
+            data,
+            next,
+        }) = frame::read_frame(log, pos)?
+        {
+            pos = next;
+            let intact = if record.inline_data {
+                data.len() as u64 == record.size && hex(&Sha256::digest(&data)) == record.sha256
+            } else {
+                let path = segments::data_file(root, &record.id);
+                let ok = fs::read(&path).is_ok_and(|d| {
+                    d.len() as u64 == record.size && hex(&Sha256::digest(&d)) == record.sha256
+                });
+                if !ok {
+                    let _ = fs::rename(&path, root.join("quarantine").join(&record.id));
+                }
+                ok
+            };
+            if intact {
+                record.segment = base;
+                record.log_offset = record.log_offset.map(|at| base + at);
+                recovery.committed += 1;
+                on_record(record);
+            } else {
+                recovery.quarantined.push(record.id.clone());
+            }
+            continue;
+        }
+        // A frame that does not check out. If a valid frame follows where its lengths say it
+        // ends, it was damaged in place (keep it aside, go on); otherwise the rest is a tail.
+        let next = match frame::read_head(log, pos)?.map(|head| head.end(pos)) {
+            Some(next) if next < len && frame::read_frame(log, next)?.is_some() => next,
+            _ => return Ok(pos),
+        };
+        let mut damaged = vec![0u8; (next - pos) as usize];
+        log.read_exact_at(&mut damaged, pos)?;
+        let name = format!("log-{base:020}-frame-at-{pos}");
+        fs::write(root.join("quarantine").join(&name), &damaged)?;
+        recovery.quarantined.push(name);
+        pos = next;
+    }
+    Ok(pos)
+}
