@@ -52,7 +52,15 @@ fn read_status(data_dir: &Path, limit: usize) -> rusqlite::Result<Value> {
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut counts = serde_json::Map::new();
-    let mut stmt = db.prepare("SELECT state, COUNT(*) FROM items GROUP BY state ORDER BY state")?;
+    // A database the server has not opened since counts were kept is counted the long way.
+    let kept_counts = db
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'item_counts'")?
+        .exists([])?;
+    let mut stmt = db.prepare(if kept_counts {
+        "SELECT state, n FROM item_counts WHERE n > 0 ORDER BY state"
+    } else {
+        "SELECT state, COUNT(*) FROM items GROUP BY state ORDER BY state"
+    })?;
     for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
         let (state, n) = row?;
         counts.insert(state, json!(n));

@@ -20,8 +20,39 @@ fn migrate(db: &Connection) -> rusqlite::Result<()> {
     if !has_log_offset {
         db.execute_batch("ALTER TABLE items ADD COLUMN log_offset INTEGER")?;
     }
+    let has_counts = db
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'item_counts'")?
+        .exists([])?;
+    if !has_counts {
+        // Counted once, here; the triggers keep the counts from then on.
+        db.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {ITEM_COUNTS} \
+             INSERT INTO item_counts (state, n) SELECT state, COUNT(*) FROM items GROUP BY state; \
+             COMMIT;"
+        ))?;
+    }
     Ok(())
 }
+
+/// Items per state, kept by triggers on every insert, state change and delete (whichever
+/// process makes it), so that `status` reads a handful of rows instead of counting every
+/// item ever received. About 2 µs per state change.
+const ITEM_COUNTS: &str = "
+CREATE TABLE item_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TRIGGER item_counts_insert AFTER INSERT ON items BEGIN
+    INSERT INTO item_counts (state, n) VALUES (NEW.state, 1)
+    ON CONFLICT (state) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER item_counts_update AFTER UPDATE OF state ON items
+WHEN OLD.state IS NOT NEW.state BEGIN
+    UPDATE item_counts SET n = n - 1 WHERE state = OLD.state;
+    INSERT INTO item_counts (state, n) VALUES (NEW.state, 1)
+    ON CONFLICT (state) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER item_counts_delete AFTER DELETE ON items BEGIN
+    UPDATE item_counts SET n = n - 1 WHERE state = OLD.state;
+END;
+";
 
 /// An accepted item as the store first records it.
 #[derive(Debug, Clone, Copy)]
@@ -82,6 +113,10 @@ CREATE TABLE IF NOT EXISTS items (
     log_offset INTEGER
 );
 CREATE INDEX IF NOT EXISTS items_received ON items(received_at);
+-- The oldest pending item, for `status`: settled items (nearly all of them, in time) are not
+-- in this index, so the look does not walk the archive's history.
+CREATE INDEX IF NOT EXISTS items_pending ON items(received_at)
+    WHERE state NOT IN ('archived', 'merged', 'not_archived', 'expired');
 -- Operator retry requests are looked for every few seconds: without this (tiny, partial)
 -- index that look would scan every item ever received.
 CREATE INDEX IF NOT EXISTS items_retry ON items(id) WHERE state = 'retry';
@@ -582,6 +617,53 @@ mod tests {
         assert_eq!(store.progress("A").unwrap().unwrap().state, "archived");
     }
 
+    /// Items per state, counted the long way.
+    fn counted(db: &Connection) -> Vec<(String, i64)> {
+        db.prepare("SELECT state, COUNT(*) FROM items GROUP BY state ORDER BY state")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// Items per state, as the triggers kept them.
+    fn kept(db: &Connection) -> Vec<(String, i64)> {
+        db.prepare("SELECT state, n FROM item_counts WHERE n > 0 ORDER BY state")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+        /// Whatever the server and an operator do to items, in whatever order, the kept
+        /// counts are what counting every item says.
+        #[test]
+        fn kept_counts_always_match_the_items(
+            ops in proptest::collection::vec((0u8..3, 0usize..4, 0usize..6), 0..40),
+        ) {
+            const STATES: [&str; 6] = ["waiting", "archiving", "archived", "failed", "merged", "not_archived"];
+            let dir = temp_dir("counts");
+            let store = SqliteStore::open(&dir).unwrap();
+            let ids = ["A", "B", "C", "D"];
+            for (op, id, state) in ops {
+                match op {
+                    0 => store.add_item(&item(ids[id], None)).unwrap(),
+                    1 => store.set_state(ids[id], STATES[state], 1, None, None, 2).unwrap(),
+                    _ => {
+                        request_retry(&dir, ids[id]).unwrap();
+                    }
+                }
+                let db = open_read_only(&dir).unwrap();
+                proptest::prop_assert_eq!(kept(&db), counted(&db));
+            }
+            let _ = fs::remove_dir_all(&dir);
+        }
+    }
+
     #[test]
     fn a_database_from_before_the_log_offset_column_is_migrated() {
         let dir = temp_dir("migrate");
@@ -601,8 +683,12 @@ mod tests {
         store.add_item(&item("OLD", Some(12))).unwrap();
         let db = open_read_only(&dir).unwrap();
         assert_eq!(log_offset(&db, "OLD").unwrap(), Some(12));
-        // Opening again does not try to add the column twice.
+        // Counts kept from then on start from what was there.
+        assert_eq!(kept(&db), [("waiting".to_owned(), 1)]);
+        // Opening again does not try to add the column (or the counts) twice.
         drop(store);
-        SqliteStore::open(&dir).unwrap();
+        let store = SqliteStore::open(&dir).unwrap();
+        store.add_item(&item("NEW", None)).unwrap();
+        assert_eq!(kept(&db), [("waiting".to_owned(), 2)]);
     }
 }
