@@ -617,9 +617,9 @@ mod tests {
         assert_eq!(store.progress("A").unwrap().unwrap().state, "archived");
     }
 
-    /// Items per state, counted the long way.
-    fn counted(db: &Connection) -> Vec<(String, i64)> {
-        db.prepare("SELECT state, COUNT(*) FROM items GROUP BY state ORDER BY state")
+    /// Items per state, as a `SELECT state, n` query returns them.
+    fn per_state(db: &Connection, sql: &str) -> Vec<(String, i64)> {
+        db.prepare(sql)
             .unwrap()
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .unwrap()
@@ -627,14 +627,20 @@ mod tests {
             .collect()
     }
 
+    /// Items per state, counted the long way.
+    fn counted(db: &Connection) -> Vec<(String, i64)> {
+        per_state(
+            db,
+            "SELECT state, COUNT(*) FROM items GROUP BY state ORDER BY state",
+        )
+    }
+
     /// Items per state, as the triggers kept them.
     fn kept(db: &Connection) -> Vec<(String, i64)> {
-        db.prepare("SELECT state, n FROM item_counts WHERE n > 0 ORDER BY state")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
+        per_state(
+            db,
+            "SELECT state, n FROM item_counts WHERE n > 0 ORDER BY state",
+        )
     }
 
     proptest::proptest! {
