@@ -448,7 +448,7 @@ impl Pipeline {
             .sealed()
             .into_iter()
             .filter(|(base, records)| {
-                self.received.get(base) == Some(records)
+                self.received.get(base).copied().unwrap_or(0) == *records
                     && !unsettled.contains(base)
                     && !self.pinned.contains(base)
             })

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 
-use super::{INLINE_LIMIT, Record};
+use super::{INLINE_LIMIT, Record, parse_id};
 
 /// The longest record metadata (JSON) read back from the log: far above what a transaction
 /// with the session's recipient limit produces, and a bound on what a damaged header can make
@@ -97,7 +97,7 @@ pub(super) fn read_head(log: &File, pos: u64) -> io::Result<Option<FrameHead>> {
     )
 }
 
-/// The frame at `pos`, if it is whole and checks out (CRC, then metadata).
+/// The frame at `pos`, if it is whole and checks out (CRC, then metadata, then its id).
 pub(super) fn read_frame(log: &File, pos: u64) -> io::Result<Option<Frame>> {
     let Some(head) = read_head(log, pos)? else {
         return Ok(None);
@@ -111,6 +111,10 @@ pub(super) fn read_frame(log: &File, pos: u64) -> io::Result<Option<Frame>> {
     let Ok(mut record) = serde_json::from_slice::<Record>(&body[..head.json_len]) else {
         return Ok(None);
     };
+    // The id names files (data, quarantine): anything but a queue id is damage, never a path.
+    if parse_id(&record.id).is_none() {
+        return Ok(None);
+    }
     if record.inline_data {
         record.log_offset = Some(pos);
     }

@@ -202,6 +202,8 @@ pub(crate) struct Spool {
     data_dir: PathBuf,
     next_id: AtomicU64,
     committer: mpsc::Sender<CommitRequest>,
+    /// The committer thread, joined when the spool goes.
+    committer_thread: Option<std::thread::JoinHandle<()>>,
     segments: Arc<Segments>,
     /// Bytes that must stay free; below that, messages get `452 4.3.1`.
     reserve_bytes: u64,
@@ -234,7 +236,7 @@ impl Spool {
             segment_bytes: limits.segment_bytes,
             data_dir: data_dir.clone(),
         };
-        std::thread::Builder::new()
+        let committer_thread = std::thread::Builder::new()
             .name("spool-commit".into())
             .spawn(move || committer_state.run(rx))?;
         Ok((
@@ -242,6 +244,7 @@ impl Spool {
                 data_dir,
                 next_id: AtomicU64::new(last + 1),
                 committer: tx,
+                committer_thread: Some(committer_thread),
                 segments,
                 reserve_bytes: limits.reserve_bytes,
                 space: std::sync::Mutex::new((None, false)),
@@ -367,6 +370,18 @@ impl Spool {
                 Err(CommitError::Io(io::Error::other(e)))
             }
             Err(_) => Err(CommitError::Io(io::Error::other("committer stopped"))),
+        }
+    }
+}
+
+impl Drop for Spool {
+    /// Waits for the committer to finish the requests it was given: it stops once the spool's
+    /// sender, the last one, is gone.
+    fn drop(&mut self) {
+        let (closed, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.committer, closed));
+        if let Some(thread) = self.committer_thread.take() {
+            let _ = thread.join();
         }
     }
 }
@@ -497,6 +512,48 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         out.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
     out
+}
+
+/// Recovery as the fuzz targets drive it (`fuzz/drivers/spool_recovery.rs`).
+pub(crate) mod fuzzing {
+    use std::io;
+    use std::path::{Path, PathBuf};
+
+    use super::{Spool, SpoolLimits, read_data, segments};
+
+    /// What one recovery of a data directory handed over.
+    #[derive(Debug)]
+    pub struct Recovered {
+        /// Every intact record, in commit order: its id, the SHA-256 (hex) it records, and
+        /// its message bytes read back as `get --as-received` reads them.
+        pub messages: Vec<(String, String, Vec<u8>)>,
+        /// Bytes cut from a torn tail.
+        pub truncated_bytes: u64,
+    }
+
+    /// Opens (so recovers) the spool of `data_dir` and reads back every record it hands over.
+    pub fn recover(data_dir: &Path) -> io::Result<Recovered> {
+        let mut records = Vec::new();
+        let (spool, recovery) =
+            Spool::open(data_dir, SpoolLimits::default(), &mut |r| records.push(r))?;
+        drop(spool);
+        let messages = records
+            .into_iter()
+            .map(|r| {
+                let bytes = read_data(data_dir, &r.id, r.log_offset)?;
+                Ok((r.id, r.sha256, bytes))
+            })
+            .collect::<io::Result<_>>()?;
+        Ok(Recovered {
+            messages,
+            truncated_bytes: recovery.truncated_bytes,
+        })
+    }
+
+    /// Where the first log segment of `data_dir`'s spool is.
+    pub fn first_segment(data_dir: &Path) -> PathBuf {
+        segments::path(&data_dir.join("spool"), segments::Place::Live, 0)
+    }
 }
 
 #[cfg(test)]

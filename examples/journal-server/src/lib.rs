@@ -1,0 +1,145 @@
+//! `journal-server`: the reference journaling server and its operator commands. The binary
+//! is [`main`]; this library exists so that the fuzz targets reach the spool's recovery.
+
+mod clock;
+mod config_cmd;
+mod inspect;
+mod serve;
+mod status;
+mod store;
+#[cfg(test)]
+mod testing;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Journal connector for Microsoft 365 / Exchange journal reports.
+#[derive(Debug, Parser)]
+#[command(name = "journal-server", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the journal connector (SMTP server).
+    Serve(serve::ServeArgs),
+    /// Service status per journal definition and queue details; works while the server runs.
+    Status {
+        /// The server's data directory.
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Items listed, newest first (0: all).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Write the stored bytes of one item to standard output (exit 1 when the id is unknown).
+    Get {
+        /// The server's data directory.
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// The queue id from the 250 reply.
+        id: String,
+        /// The bytes exactly as the client transmitted them (after dot-unstuffing).
+        #[arg(long)]
+        as_received: bool,
+    },
+    /// Retry a failed item (its state must be `failed`); the running server picks it up
+    /// within seconds, or the next start does. Exit 1 when the id is unknown or not failed.
+    Retry {
+        /// The server's data directory.
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// The queue id.
+        id: String,
+    },
+    /// Check a configuration file: prints every error and warning with its path.
+    /// Exit 0 when valid, 1 when not, 2 when it cannot be read or parsed.
+    CheckConfig {
+        /// The TOML (or, by extension, JSON) configuration file.
+        file: std::path::PathBuf,
+    },
+    /// Print a starter configuration with the definition provisioned for a primary domain.
+    Init {
+        /// The primary mail domain, e.g. contoso.com.
+        #[arg(long)]
+        domain: String,
+    },
+    /// Parse journal items and print one JSON object per file (exit 2 if a file is unreadable).
+    Inspect {
+        /// Read every file as standard EML (the definition's journal type "eml").
+        #[arg(long)]
+        eml: bool,
+        /// Report the decrypted copy as the original when present.
+        #[arg(long)]
+        prefer_clear_text_version: bool,
+        /// The journal items.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+    },
+    /// Print the Exchange Online PowerShell that sets up Microsoft 365 journaling.
+    #[command(name = "m365-plan")]
+    M365Plan(config_cmd::PlanArgs),
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve::serve(args),
+        Command::Status {
+            data_dir,
+            json,
+            limit,
+        } => status::status(&data_dir, json, limit),
+        Command::Get {
+            data_dir,
+            id,
+            as_received,
+        } => status::get(&data_dir, &id, as_received),
+        Command::Retry { data_dir, id } => match store::request_retry(&data_dir, &id) {
+            Ok(true) => {
+                println!("{id}: retry requested");
+                ExitCode::SUCCESS
+            }
+            Ok(false) => {
+                eprintln!("{id}: no failed item with this id");
+                ExitCode::from(1)
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", data_dir.display());
+                ExitCode::from(2)
+            }
+        },
+        Command::CheckConfig { file } => config_cmd::check_config(&file),
+        Command::Init { domain } => config_cmd::init(&domain),
+        Command::M365Plan(args) => config_cmd::m365_plan(&args),
+        Command::Inspect {
+            eml,
+            prefer_clear_text_version,
+            files,
+        } => {
+            let options = mailjournal::envelope::ParseOptions {
+                journal_type: if eml {
+                    mailjournal::envelope::Format::Eml
+                } else {
+                    mailjournal::envelope::Format::Envelope
+                },
+                prefer_clear_text_version,
+                remove_journal_headers: false,
+            };
+            inspect::inspect(&files, &options)
+        }
+    }
+}
+
+/// Entry points for the fuzz targets in `fuzz/`, not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::serve::spool::fuzzing::*;
+}
