@@ -92,9 +92,12 @@ fn read_status(data_dir: &Path, limit: usize) -> rusqlite::Result<Value> {
             Ok(item)
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    // A data directory without a spool yet (the server never ran) holds nothing there.
+    let spool = crate::serve::spool::usage(data_dir).unwrap_or_default();
     Ok(json!({
         "connectors": connectors,
-        "queue": {"counts": counts, "oldest_pending_age_seconds": oldest_pending_age, "items": items}
+        "queue": {"counts": counts, "oldest_pending_age_seconds": oldest_pending_age, "items": items},
+        "spool": spool,
     }))
 }
 
@@ -121,6 +124,14 @@ fn print_text(value: &Value) {
             }
         );
     }
+    let spool = &value["spool"];
+    println!(
+        "Spool: {} live segment(s), {} (read at start-up); {} kept, {} (for get --as-received)",
+        spool["live_segments"],
+        megabytes(&spool["live_bytes"]),
+        spool["kept_segments"],
+        megabytes(&spool["kept_bytes"])
+    );
     for item in value["queue"]["items"].as_array().into_iter().flatten() {
         println!(
             "  {}  {:<12} {}  {} -> {}  {}",
@@ -132,6 +143,10 @@ fn print_text(value: &Value) {
             item["reason"].as_str().unwrap_or("")
         );
     }
+}
+
+fn megabytes(bytes: &Value) -> String {
+    format!("{:.1} MB", bytes.as_u64().unwrap_or(0) as f64 / 1e6)
 }
 
 pub(crate) fn get(data_dir: &Path, id: &str, as_received: bool) -> ExitCode {

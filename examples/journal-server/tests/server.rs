@@ -227,6 +227,10 @@ fn lettre_starttls_auth_plain_journal_report_archived_with_bcc() {
 
     let status = wait_for_state(&server.data_dir, &id, "archived");
     assert_eq!(status["connectors"][0]["status"], "up");
+    // The report is in the live segment, the one the server appends to.
+    assert_eq!(status["spool"]["live_segments"], 1);
+    assert!(status["spool"]["live_bytes"].as_u64().unwrap() >= report.len() as u64);
+    assert_eq!(status["spool"]["kept_segments"], 0);
     assert_eq!(
         status["connectors"][0]["service_email_address"],
         "journaling@journal.contoso.com"

@@ -24,7 +24,7 @@ mod recovery;
 mod segments;
 
 pub(crate) use recovery::Recovery;
-pub(crate) use segments::Segments;
+pub(crate) use segments::{Segments, Usage};
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -408,6 +408,11 @@ pub(crate) fn read_data(data_dir: &Path, id: &str, log_offset: Option<u64>) -> i
         }
         other => other,
     }
+}
+
+/// What the spool of `data_dir` holds on disk.
+pub(crate) fn usage(data_dir: &Path) -> io::Result<Usage> {
+    segments::usage(&data_dir.join("spool"))
 }
 
 /// Opens log segment `segment` for reading, wherever it is now.
@@ -850,6 +855,21 @@ mod tests {
         assert_eq!(
             read_data(&dir, &third.id, third.log_offset).unwrap(),
             b"third"
+        );
+        let usage = usage(&dir).unwrap();
+        assert_eq!((usage.live_segments, usage.kept_segments), (1, 2));
+        let size = |path: PathBuf| fs::metadata(path).unwrap().len();
+        assert_eq!(
+            usage.kept_bytes,
+            size(segments::path(
+                &dir.join("spool"),
+                segments::Place::Kept,
+                first.segment
+            )) + size(segments::path(
+                &dir.join("spool"),
+                segments::Place::Kept,
+                second.segment
+            )) + large.len() as u64
         );
         // New records never reuse the offsets of kept ones.
         let fourth = commit_bytes(&spool, b"fourth").await;

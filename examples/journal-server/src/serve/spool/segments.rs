@@ -101,6 +101,51 @@ pub(super) fn data_file(root: &Path, id: &str) -> PathBuf {
     if kept.exists() { kept } else { live }
 }
 
+/// What the spool holds on disk: what start-up reads (live) and what only
+/// `get --as-received` reads (kept).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct Usage {
+    /// Live log segments.
+    pub(crate) live_segments: u64,
+    /// Bytes of live segments and of the large messages they commit (or that are arriving).
+    pub(crate) live_bytes: u64,
+    /// Retired segments.
+    pub(crate) kept_segments: u64,
+    /// Bytes of retired segments and of their large messages.
+    pub(crate) kept_bytes: u64,
+}
+
+/// Measures the spool under `root` (files that move while it looks are counted where they
+/// were found, or not at all).
+pub(super) fn usage(root: &Path) -> io::Result<Usage> {
+    let mut usage = Usage::default();
+    for (place, segments, bytes) in [
+        (Place::Live, &mut usage.live_segments, &mut usage.live_bytes),
+        (Place::Kept, &mut usage.kept_segments, &mut usage.kept_bytes),
+    ] {
+        for base in list(root, place)? {
+            if let Ok(meta) = fs::metadata(path(root, place, base)) {
+                *segments += 1;
+                *bytes += meta.len();
+            }
+        }
+        let data = match place {
+            Place::Live => root.join("data"),
+            Place::Kept => root.join("kept").join("data"),
+        };
+        match fs::read_dir(&data) {
+            Ok(entries) => {
+                for entry in entries.flatten() {
+                    *bytes += entry.metadata().map_or(0, |m| m.len());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(usage)
+}
+
 /// Creates the directories, and moves a commit log from before segments (`commit.log`) to
 /// segment 0, where its offsets stay valid.
 pub(super) fn prepare(root: &Path) -> io::Result<()> {
