@@ -268,7 +268,7 @@ async fn commit(
     };
     if let Some(e) = &msg.failed {
         tracing::error!(%peer, error = %e, "spool write failed");
-        let full = e.raw_os_error() == Some(28);
+        let full = super::spool::is_storage_full(e);
         msg.writer.discard();
         return if full {
             session.storage_full()

@@ -113,12 +113,21 @@ pub(crate) enum CommitError {
 
 impl From<io::Error> for CommitError {
     fn from(e: io::Error) -> Self {
-        if e.raw_os_error() == Some(28) {
+        if is_storage_full(&e) {
             CommitError::StorageFull
         } else {
             CommitError::Io(e)
         }
     }
+}
+
+/// True for a full file system or an exhausted quota: the client should hear "insufficient
+/// storage" and try later, not a generic local error.
+pub(crate) fn is_storage_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// Where a message's bytes go while it is received.
@@ -195,7 +204,24 @@ struct Placed {
 }
 
 /// The committer's answer: where the record is, or why the log could not take it.
-type CommitOutcome = Result<Placed, String>;
+type CommitOutcome = Result<Placed, Failed>;
+
+/// Why the committer could not take a batch.
+#[derive(Debug, Clone)]
+struct Failed {
+    /// The file system is full (the client hears `452 4.3.1` and tries later).
+    storage_full: bool,
+    message: String,
+}
+
+impl From<&io::Error> for Failed {
+    fn from(e: &io::Error) -> Self {
+        Failed {
+            storage_full: is_storage_full(e),
+            message: e.to_string(),
+        }
+    }
+}
 
 /// The spool of one data directory.
 pub(crate) struct Spool {
@@ -365,9 +391,13 @@ impl Spool {
                 record.log_offset = record.inline_data.then_some(placed.offset);
                 Ok((record, placed.inline))
             }
-            Ok(Err(e)) => {
+            Ok(Err(failed)) => {
                 let _ = fs::remove_file(&path);
-                Err(CommitError::Io(io::Error::other(e)))
+                Err(if failed.storage_full {
+                    CommitError::StorageFull
+                } else {
+                    CommitError::Io(io::Error::other(failed.message))
+                })
             }
             Err(_) => Err(CommitError::Io(io::Error::other("committer stopped"))),
         }
@@ -469,27 +499,39 @@ impl Committer {
             // New data files are directory entries: their directory is synced with the log.
             let any_files = batch.iter().any(|r| r.inline.is_none());
             let log = &mut self.active.file;
-            let result = frame::append_all(log, &mut slices)
-                .and_then(|()| log.sync_data())
-                .and_then(|()| {
-                    if any_files {
-                        sync_dir(&self.data_dir)
-                    } else {
-                        Ok(())
-                    }
-                })
-                .map_err(|e| e.to_string());
+            let written = frame::append_all(log, &mut slices);
             drop(slices);
-            if let Err(e) = result {
-                // The log's state is unknown: later appends could follow a torn record, which
-                // recovery would cut together with them. Stop accepting.
+            if let Err(e) = &written {
+                // A write that failed (a full disk, a file-size limit) leaves part of the batch
+                // past the committed end, never synced and never acknowledged: cut it off and
+                // go on. Only if the cut itself is not durable is the log's state unknown.
+                let failed = Failed::from(e);
+                tracing::error!(error = %e, "spool log append failed; batch refused");
+                let cut = log.set_len(self.active.len).and_then(|()| log.sync_data());
                 for request in batch {
-                    let _ = request.done.send(Err(e.clone()));
+                    let _ = request.done.send(Err(failed.clone()));
                 }
-                while let Ok(request) = rx.recv() {
-                    let _ = request.done.send(Err("spool log failed earlier".into()));
+                match cut {
+                    Ok(()) => continue,
+                    Err(e) => return self.refuse_all(&rx, &e),
                 }
-                return;
+            }
+            let synced = log.sync_data().and_then(|()| {
+                if any_files {
+                    sync_dir(&self.data_dir)
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = synced {
+                // After a failed sync the kernel may have dropped the dirty pages it could not
+                // write, and a later sync could succeed without them: nothing in this log can
+                // be trusted to be durable from here on. Stop accepting (a restart recovers).
+                let failed = Failed::from(&e);
+                for request in batch {
+                    let _ = request.done.send(Err(failed.clone()));
+                }
+                return self.refuse_all(&rx, &e);
             }
             self.active.len = at;
             self.segments.committed(self.active.base, batch.len());
@@ -500,6 +542,20 @@ impl Committer {
                     inline: request.inline,
                 }));
             }
+        }
+    }
+}
+
+impl Committer {
+    /// Answers every further request with a failure, until the spool goes.
+    fn refuse_all(&self, rx: &mpsc::Receiver<CommitRequest>, cause: &io::Error) {
+        tracing::error!(error = %cause, "spool log unusable: refusing every commit until restart");
+        let failed = Failed {
+            storage_full: false,
+            message: format!("spool log failed earlier: {cause}"),
+        };
+        while let Ok(request) = rx.recv() {
+            let _ = request.done.send(Err(failed.clone()));
         }
     }
 }
@@ -904,6 +960,67 @@ mod tests {
         // And the retirement completes when it is tried again.
         spool.segments().retire(committed.segment).unwrap();
         assert_eq!(read_data(&dir, &committed.id, None).unwrap(), large);
+    }
+
+    /// A file-size limit makes an append fail part-way, as a full disk would; the limit holds
+    /// for the whole process, so the test runs itself again in a child process.
+    #[test]
+    fn a_failed_append_is_cut_off_and_the_spool_goes_on() {
+        const NAME: &str = "serve::spool::tests::a_failed_append_is_cut_off_and_the_spool_goes_on";
+        const CHILD: &str = "JOURNAL_SPOOL_TEST_CHILD";
+        if std::env::var_os(CHILD).is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", NAME, "--test-threads=1"])
+                .env(CHILD, "1")
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("1 passed"),
+                "{stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            // A write past the limit raises SIGXFSZ (25 on Linux), whose default action ends
+            // the process: take it instead.
+            let _xfsz =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(25)).unwrap();
+            let dir = temp_dir("append-fails");
+            let (spool, _, _) = open(&dir);
+            let before = commit_bytes(&spool, b"before").await;
+            let committed = fs::metadata(first_segment(&dir)).unwrap().len();
+
+            use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+            let unlimited = getrlimit(Resource::Fsize);
+            let tight = Rlimit {
+                current: Some(committed + 64),
+                maximum: unlimited.maximum,
+            };
+            setrlimit(Resource::Fsize, tight).unwrap();
+            let mut w = spool.begin().unwrap();
+            w.write(&[b'x'; 4096]).unwrap();
+            let r = record(w.id());
+            assert!(spool.commit(w, r).await.is_err(), "past the limit");
+            assert_eq!(
+                fs::metadata(first_segment(&dir)).unwrap().len(),
+                committed,
+                "the part of the batch that was written is cut off"
+            );
+            setrlimit(Resource::Fsize, unlimited).unwrap();
+
+            let after = commit_bytes(&spool, b"after").await;
+            drop(spool);
+            let (_spool, recovery, records) = open(&dir);
+            assert_eq!(recovery.truncated_bytes, 0);
+            let ids: Vec<_> = records.iter().map(|r| r.id.clone()).collect();
+            assert_eq!(ids, [before.id, after.id]);
+        });
     }
 
     #[test]
