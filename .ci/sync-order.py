@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Checks, from an strace of journal-server, that every "250 ... queued as ID" reply left the
+server only after what makes message ID survive a power loss had completed:
+
+  1. the commit record naming ID was written to a log segment, and an fsync/fdatasync of that
+     segment started after the write and finished before the reply;
+  2. the segment's directory entry was durable: the segment existed before tracing began, or
+     the log directory was fsynced after it was created and before the reply;
+  3. for a message in its own data file (spool/data/ID): the file was synced, and its
+     directory fsynced after its creation, before the reply.
+
+Usage: sync-order.py TRACE   (strace -f -qq -s 256 -e trace=openat,close,write,writev,
+pwrite64,fsync,fdatasync,rename,sendto,... -o TRACE journal-server serve ...)
+Events are ordered by the line on which strace printed them: a whole line is one point in
+time; an "<unfinished ...>" line is the call's start and its "<... resumed>" line its end.
+"""
+import re
+import sys
+
+LINE = re.compile(r'^(\d+)\s+(?:<\.\.\. (\w+) resumed>(.*)|(\w+)\((.*))$')
+RECORD_ID = re.compile(r'\{\\"id\\":\\"([0-9A-F]{16})\\"')
+QUEUED = re.compile(r'250 2\.0\.0 Ok: queued as ([0-9A-F]{16})')
+
+
+def events(path):
+    """Yields (start, end, name, args, result) in order of completion."""
+    pending = {}
+    with open(path, errors="replace") as trace:
+        for index, raw in enumerate(trace):
+            match = LINE.match(raw.rstrip("\n"))
+            if not match:
+                continue
+            pid = match.group(1)
+            if match.group(2):  # "<... name resumed>rest"
+                started = pending.pop((pid, match.group(2)), None)
+                if started is None:
+                    continue
+                start, args = started
+                args, result = split_result(args + match.group(3))
+                yield start, index, match.group(2), args, result
+                continue
+            name, rest = match.group(4), match.group(5)
+            if rest.endswith("<unfinished ...>"):
+                pending[(pid, name)] = (index, rest[: -len("<unfinished ...>")])
+                continue
+            args, result = split_result(rest)
+            yield index, index, name, args, result
+
+
+def split_result(text):
+    """ "11)      = 0" -> ("11", "0"): the arguments without their closing parenthesis."""
+    args, _, result = text.rpartition(" = ")
+    args = args.rstrip()
+    return (args[:-1] if args.endswith(")") else args), result.strip()
+
+
+def first_arg(args):
+    return args.split(",", 1)[0].strip()
+
+
+def main(path):
+    fds = {}  # fd -> path (threads of one process share them)
+    created = {}  # path -> line where it was created
+    record_writes = {}  # id -> list of (end line, segment path)
+    syncs = []  # (start, end, path)
+    data_synced = {}  # data file path -> end line of its first sync after its last write
+    data_written = {}  # data file path -> end line of its last write
+    acks = []  # (start line, id)
+    for start, end, name, args, result in events(path):
+        if name in ("sendto", "write", "writev"):
+            for queued in QUEUED.findall(args):
+                acks.append((start, queued))
+        if name == "openat":
+            target = re.search(r'"([^"]*)"', args)
+            if target and result.split(" ")[0].isdigit():
+                fds[result.split(" ")[0]] = target.group(1)
+                if "O_CREAT" in args:
+                    created.setdefault(target.group(1), end)
+        elif name == "close":
+            fds.pop(first_arg(args), None)
+        elif name in ("write", "writev", "pwrite64"):
+            path_ = fds.get(first_arg(args))
+            if path_ is None:
+                continue
+            if "/spool/log/" in path_:
+                for record_id in RECORD_ID.findall(args):
+                    record_writes.setdefault(record_id, []).append((end, path_))
+            elif "/spool/data/" in path_:
+                data_written[path_] = end
+        elif name in ("fsync", "fdatasync"):
+            path_ = fds.get(first_arg(args))
+            if path_ is not None and result == "0":
+                syncs.append((start, end, path_))
+                if "/spool/data/" in path_ and data_written.get(path_, -1) < start:
+                    data_synced.setdefault(path_, end)
+
+    def synced_between(path_, after, before):
+        return any(s > after and e < before and p == path_ for s, e, p in syncs)
+
+    def dir_durable(path_, before):
+        made = created.get(path_)
+        if made is None:
+            return True  # existed before tracing began
+        directory = path_.rsplit("/", 1)[0]
+        return synced_between(directory, made, before)
+
+    problems = []
+    for ack, record_id in acks:
+        writes = [(end, seg) for end, seg in record_writes.get(record_id, []) if end < ack]
+        if not writes:
+            problems.append(f"{record_id}: acknowledged with no commit record written before")
+            continue
+        end, segment = writes[-1]
+        if not synced_between(segment, end, ack):
+            problems.append(f"{record_id}: acknowledged before its segment was synced")
+        if not dir_durable(segment, ack):
+            problems.append(f"{record_id}: acknowledged before its new segment's directory was synced")
+        data = next((p for p in data_written if p.endswith("/spool/data/" + record_id)), None)
+        if data is not None:
+            if data_synced.get(data, ack) >= ack:
+                problems.append(f"{record_id}: acknowledged before its data file was synced")
+            if not dir_durable(data, ack):
+                problems.append(f"{record_id}: acknowledged before its data file's directory was synced")
+    large = sum(1 for _, i in acks if any(p.endswith("/spool/data/" + i) for p in data_written))
+    segments = len({seg for writes in record_writes.values() for _, seg in writes})
+    print(f"sync order: {len(acks)} acknowledged messages ({large} in data files) "
+          f"across {segments} log segments, {len(syncs)} syncs; {len(problems)} problems")
+    for problem in problems[:20]:
+        print("  " + problem)
+    if not acks or problems:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
