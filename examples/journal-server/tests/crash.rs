@@ -22,8 +22,26 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn start(config: &Path) -> (Child, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_journal-server"))
+/// A server child process, killed (SIGKILL) when dropped: a failing assertion must not leave
+/// it running.
+struct Server(Child);
+
+impl Server {
+    /// `kill -9`, then reap.
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn start(config: &Path) -> (Server, u16) {
+    let child = Command::new(env!("CARGO_BIN_EXE_journal-server"))
         .args([
             "serve",
             "--config",
@@ -41,8 +59,9 @@ fn start(config: &Path) -> (Child, u16) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut server = Server(child);
     let mut port = 0;
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+    for line in BufReader::new(server.0.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
         if let Some(addr) = line.strip_prefix("listening on ") {
             port = addr.rsplit(':').next().unwrap().parse().unwrap();
@@ -50,7 +69,7 @@ fn start(config: &Path) -> (Child, u16) {
         }
     }
     assert_ne!(port, 0);
-    (child, port)
+    (server, port)
 }
 
 /// A tiny xorshift generator: deterministic per client, no dependency.
@@ -197,8 +216,7 @@ fn every_acknowledged_message_survives_kill_9() {
             })
             .collect();
         std::thread::sleep(Duration::from_millis(100 + rng.next() % 500));
-        server.kill().unwrap(); // SIGKILL
-        server.wait().unwrap();
+        server.kill();
         stop.store(true, Ordering::Relaxed);
         for c in clients {
             c.join().unwrap();
@@ -253,8 +271,7 @@ fn every_acknowledged_message_survives_kill_9() {
             });
             assert_eq!(recorded, actual, "round {round}: {name}");
         }
-        server.kill().unwrap();
-        server.wait().unwrap();
+        server.kill();
     }
     // Retiring segments must never strand an item: after a last start every acknowledged
     // message reaches a settled state in the archive store.
@@ -285,8 +302,7 @@ fn every_acknowledged_message_survives_kill_9() {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
     assert!(
         unsettled.is_empty(),
         "{} acknowledged items never settled, e.g. {:?}",
