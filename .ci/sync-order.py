@@ -9,8 +9,12 @@ server only after what makes message ID survive a power loss had completed:
   3. for a message in its own data file (spool/data/ID): the file was synced, and its
      directory fsynced after its creation, before the reply.
 
-Usage: sync-order.py TRACE   (strace -f -qq -s 256 -e trace=openat,close,write,writev,
-pwrite64,fsync,fdatasync,rename,sendto,... -o TRACE journal-server serve ...)
+  4. a spool segment moved to kept/ (retired: start-up no longer reads it) only after the
+     archive store's write-ahead log was synced after its last write, and after the moves of
+     the segment's data files to kept/data/ were made durable (both directories synced).
+
+Usage: sync-order.py TRACE...   (strace -f -qq -s 256 -e trace=openat,close,write,writev,
+pwrite64,fsync,fdatasync,sendto,rename,renameat,renameat2 -o TRACE journal-server serve ...)
 Events are ordered by the line on which strace printed them: a whole line is one point in
 time; an "<unfinished ...>" line is the call's start and its "<... resumed>" line its end.
 """
@@ -58,13 +62,16 @@ def first_arg(args):
     return args.split(",", 1)[0].strip()
 
 
-def main(path):
+def check(path):
+    """Returns (acknowledged, large, segments, syncs, retired, problems) for one trace."""
     fds = {}  # fd -> path (threads of one process share them)
     created = {}  # path -> line where it was created
     record_writes = {}  # id -> list of (end line, segment path)
     syncs = []  # (start, end, path)
     data_synced = {}  # data file path -> end line of its first sync after its last write
     data_written = {}  # data file path -> end line of its last write
+    wal_written = []  # end lines of writes to the archive store's write-ahead log
+    renames = []  # (start, end, old, new)
     acks = []  # (start line, id)
     for start, end, name, args, result in events(path):
         if name in ("sendto", "write", "writev"):
@@ -87,12 +94,18 @@ def main(path):
                     record_writes.setdefault(record_id, []).append((end, path_))
             elif "/spool/data/" in path_:
                 data_written[path_] = end
+            elif path_.endswith("-wal"):
+                wal_written.append(end)
         elif name in ("fsync", "fdatasync"):
             path_ = fds.get(first_arg(args))
             if path_ is not None and result == "0":
                 syncs.append((start, end, path_))
                 if "/spool/data/" in path_ and data_written.get(path_, -1) < start:
                     data_synced.setdefault(path_, end)
+        elif name in ("rename", "renameat", "renameat2") and result == "0":
+            paths = re.findall(r'"([^"]*)"', args)
+            if len(paths) >= 2:
+                renames.append((start, end, paths[0], paths[1]))
 
     def synced_between(path_, after, before):
         return any(s > after and e < before and p == path_ for s, e, p in syncs)
@@ -121,15 +134,53 @@ def main(path):
                 problems.append(f"{record_id}: acknowledged before its data file was synced")
             if not dir_durable(data, ack):
                 problems.append(f"{record_id}: acknowledged before its data file's directory was synced")
+
+    # Retirement: once a segment is in kept/, start-up no longer brings its items back, so
+    # (a) the store's settled state must be durable (its WAL synced after its last write) and
+    # (b) the segment's data files must be durably in kept/data (both directories synced)
+    # before the segment's own rename.
+    retired = 0
+    previous = -1
+    for start, end, old, new in renames:
+        if "/spool/log/" not in old or "/spool/kept/" not in new:
+            continue
+        retired += 1
+        name = old.rsplit("/", 1)[1]
+        last_wal = max((w for w in wal_written if w < start), default=None)
+        wal_paths = {p for _, _, p in syncs if p.endswith("-wal")}
+        if last_wal is None:
+            problems.append(f"{name}: retired with no archive-store write before it")
+        elif not any(synced_between(p, last_wal, start) for p in wal_paths):
+            problems.append(f"{name}: retired before the archive store's settled state was synced")
+        for s2, e2, old2, new2 in renames:
+            if previous < e2 < start and "/spool/data/" in old2 and "/spool/kept/data/" in new2:
+                for directory in (old2.rsplit("/", 1)[0], new2.rsplit("/", 1)[0]):
+                    if not synced_between(directory, e2, start):
+                        problems.append(f"{name}: retired before the move of {old2.rsplit('/', 1)[1]} was durable")
+        previous = end
     large = sum(1 for _, i in acks if any(p.endswith("/spool/data/" + i) for p in data_written))
     segments = len({seg for writes in record_writes.values() for _, seg in writes})
-    print(f"sync order: {len(acks)} acknowledged messages ({large} in data files) "
-          f"across {segments} log segments, {len(syncs)} syncs; {len(problems)} problems")
+    return len(acks), large, segments, len(syncs), retired, problems
+
+
+def main(paths):
+    totals = [0, 0, 0, 0, 0]
+    problems = []
+    for path in paths:
+        *counts, found = check(path)
+        totals = [t + c for t, c in zip(totals, counts)]
+        problems += [f"{path}: {p}" for p in found]
+    acked, large, segments, syncs, retired = totals
+    print(f"sync order: {acked} acknowledged messages ({large} in data files) across "
+          f"{segments} log segments, {syncs} syncs, {retired} segments retired; "
+          f"{len(problems)} problems")
     for problem in problems[:20]:
         print("  " + problem)
-    if not acks or problems:
+    if problems or not acked or not retired:
+        if not acked or not retired:
+            print("  nothing acknowledged or nothing retired: the check would prove nothing")
         sys.exit(1)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1:])

@@ -35,14 +35,20 @@ encrypted = false
 journal_type = "eml"
 TOML
 
-strace -f -qq -s 256 -o "$WORK/trace" \
-  -e trace=openat,close,write,writev,pwrite64,fsync,fdatasync,sendto \
-  "$BIN" serve --config "$WORK/journal.toml" --spool-segment-bytes 65536 \
-  >"$WORK/out.log" 2>"$WORK/err.log" &
-PID=$!
-for _ in $(seq 1 300); do grep -q "listening on" "$WORK/out.log" 2>/dev/null && break; sleep 0.1; done
-grep -q "listening on" "$WORK/out.log"
+# Starts the server under strace, tracing to $1.
+traced() {
+  : >"$WORK/out.log"
+  strace -f -qq -s 256 -o "$1" \
+    -e trace=openat,close,write,writev,pwrite64,fsync,fdatasync,sendto,rename,renameat,renameat2 \
+    "$BIN" serve --config "$WORK/journal.toml" --spool-segment-bytes 65536 \
+    --match-interval-seconds 1 >"$WORK/out.log" 2>>"$WORK/err.log" &
+  PID=$!
+  for _ in $(seq 1 300); do grep -q "listening on" "$WORK/out.log" 2>/dev/null && break; sleep 0.1; done
+  grep -q "listening on" "$WORK/out.log"
+}
 
+# 1. Acceptance: small and large messages.
+traced "$WORK/accept.trace"
 python3 - "$PORT" <<'PY' &
 import smtplib, sys
 body = "From: big@example.com\r\nTo: bob@example.com\r\nSubject: large\r\n\r\n" + ("x" * 998 + "\r\n") * 1600
@@ -53,5 +59,19 @@ PY
 LARGE=$!
 smtp-source -s 8 -m 300 -l 3000 -f bench@example.org -t journaling@journal.example.com "127.0.0.1:$PORT"
 wait "$LARGE"
+# Let every item settle (three match attempts a second apart), so that the sealed segments
+# can retire.
+for _ in $(seq 1 60); do
+  "$BIN" status --data-dir "$WORK/data" --json | python3 -c '
+import json, sys
+counts = json.load(sys.stdin)["queue"]["counts"]
+sys.exit(0 if set(counts) <= {"archived", "merged", "not_archived"} else 1)' && break
+  sleep 0.5
+done
 stop
-python3 "$HERE/sync-order.py" "$WORK/trace"
+
+# 2. Retirement: a new start retires every sealed segment whose items all settled.
+traced "$WORK/retire.trace"
+for _ in $(seq 1 100); do grep -q "spool segment retired" "$WORK/err.log" && break; sleep 0.1; done
+stop
+python3 "$HERE/sync-order.py" "$WORK/accept.trace" "$WORK/retire.trace"
