@@ -205,6 +205,8 @@ fn every_acknowledged_message_survives_kill_9() {
     .unwrap();
     let acked: Arc<Mutex<HashMap<String, String>>> = Arc::default();
     let mut rng = Rng(0x5eed_1234_abcd);
+    // Every message found committed and intact in the spool after some restart: id -> SHA-256.
+    let mut committed: HashMap<String, String> = HashMap::new();
     for round in 0..KILLS {
         let (mut server, port) = start(&config);
         let stop = Arc::new(AtomicBool::new(false));
@@ -250,6 +252,12 @@ fn every_acknowledged_message_survives_kill_9() {
             }
         }
         assert!(segments > 0, "round {round}: no log segment");
+        committed.extend(
+            stored
+                .iter()
+                .filter(|(_, (recorded, actual))| recorded == actual)
+                .map(|(id, (recorded, _))| (id.clone(), recorded.clone())),
+        );
         for (id, sha) in acked.lock().unwrap().iter() {
             let (recorded, actual) = stored
                 .get(id)
@@ -302,6 +310,25 @@ fn every_acknowledged_message_survives_kill_9() {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+    // Nothing but whole committed messages ever became an item.
+    let db = rusqlite::Connection::open_with_flags(
+        data_dir.join("archive.sqlite3"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let items: Vec<String> = db
+        .prepare("SELECT id FROM items")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for id in &items {
+        assert!(
+            committed.contains_key(id),
+            "item {id} is not a committed message"
+        );
+    }
     server.kill();
     assert!(
         unsettled.is_empty(),
@@ -309,6 +336,21 @@ fn every_acknowledged_message_survives_kill_9() {
         unsettled.len(),
         unsettled.first()
     );
+    // And every acknowledged message can be had back as received, retired segment or not.
+    for (id, sha) in acked.lock().unwrap().iter() {
+        let out = Command::new(env!("CARGO_BIN_EXE_journal-server"))
+            .args([
+                "get",
+                "--data-dir",
+                data_dir.to_str().unwrap(),
+                id,
+                "--as-received",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "get --as-received {id}");
+        assert_eq!(&hex(&Sha256::digest(&out.stdout)), sha, "{id} as received");
+    }
     let acked = acked_ids.len();
     assert!(
         acked > KILLS * 10,
