@@ -687,7 +687,8 @@ impl Pipeline {
 }
 
 /// Reads an item's bytes back from the spool: from its log segment, kept open for the next
-/// item (mostly in the same one), or from the item's own data file.
+/// item (mostly in the same one), or from the item's own data file. Never a scan of the log:
+/// the committer records an offset for every inline record, so no offset means a data file.
 fn read_back(
     log: &mut Option<(u64, std::fs::File)>,
     data_dir: &std::path::Path,
@@ -696,7 +697,7 @@ fn read_back(
 ) -> std::io::Result<Vec<u8>> {
     let name = spool::format_id(id.0);
     let Some(offset) = location.log_offset else {
-        return spool::read_data(data_dir, &name, None);
+        return spool::read_data_file(data_dir, &name);
     };
     let file = match log {
         Some((segment, file)) if *segment == location.segment => file,

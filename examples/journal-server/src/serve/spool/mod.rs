@@ -424,7 +424,7 @@ pub(crate) fn read_data(data_dir: &Path, id: &str, log_offset: Option<u64>) -> i
         let segment = segments::containing(&root, offset)?;
         return read_inline(&open_segment(data_dir, segment)?, id, segment, offset);
     }
-    match fs::read(segments::data_file(&root, id)) {
+    match read_data_file(data_dir, id) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             for place in [segments::Place::Live, segments::Place::Kept] {
                 for base in segments::list(&root, place)? {
@@ -438,6 +438,12 @@ pub(crate) fn read_data(data_dir: &Path, id: &str, log_offset: Option<u64>) -> i
         }
         other => other,
     }
+}
+
+/// The bytes of large message `id` from its own data file (live or kept), for a caller that
+/// knows the record is not inline and so needs no scan of the log.
+pub(crate) fn read_data_file(data_dir: &Path, id: &str) -> io::Result<Vec<u8>> {
+    fs::read(segments::data_file(&data_dir.join("spool"), id))
 }
 
 /// What the spool of `data_dir` holds on disk.
