@@ -255,7 +255,7 @@ impl Spool {
         let (segments, active) = Segments::open(&root, &recovery.segments)?;
         let segments = Arc::new(segments);
         let (tx, rx) = mpsc::channel::<CommitRequest>();
-        let data_dir = root.join("data");
+        let data_dir = segments::Place::Live.data_dir(&root);
         let committer_state = Committer {
             active,
             segments: segments.clone(),

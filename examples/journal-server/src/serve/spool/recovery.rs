@@ -72,7 +72,7 @@ pub(super) fn recover(root: &Path, on_record: &mut dyn FnMut(Record)) -> io::Res
         }
         recovery.segments.insert(base, records);
     }
-    let data_dir = root.join("data");
+    let data_dir = Place::Live.data_dir(root);
     for entry in fs::read_dir(&data_dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();

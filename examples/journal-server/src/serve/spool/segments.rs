@@ -34,10 +34,19 @@ pub(super) enum Place {
 }
 
 impl Place {
+    /// Where this place's segments are.
     pub(super) fn dir(self, root: &Path) -> PathBuf {
         match self {
             Place::Live => root.join("log"),
             Place::Kept => root.join("kept"),
+        }
+    }
+
+    /// Where the data files of this place's large messages are.
+    pub(super) fn data_dir(self, root: &Path) -> PathBuf {
+        match self {
+            Place::Live => root.join("data"),
+            Place::Kept => root.join("kept").join("data"),
         }
     }
 }
@@ -93,11 +102,11 @@ pub(super) fn containing(root: &Path, offset: u64) -> io::Result<u64> {
 
 /// Where the data file of large message `id` is: with the live ones, else with the kept ones.
 pub(super) fn data_file(root: &Path, id: &str) -> PathBuf {
-    let live = root.join("data").join(id);
+    let live = Place::Live.data_dir(root).join(id);
     if live.exists() {
         return live;
     }
-    let kept = root.join("kept").join("data").join(id);
+    let kept = Place::Kept.data_dir(root).join(id);
     if kept.exists() { kept } else { live }
 }
 
@@ -129,11 +138,7 @@ pub(super) fn usage(root: &Path) -> io::Result<Usage> {
                 *bytes += meta.len();
             }
         }
-        let data = match place {
-            Place::Live => root.join("data"),
-            Place::Kept => root.join("kept").join("data"),
-        };
-        match fs::read_dir(&data) {
+        match fs::read_dir(place.data_dir(root)) {
             Ok(entries) => {
                 for entry in entries.flatten() {
                     *bytes += entry.metadata().map_or(0, |m| m.len());
@@ -149,9 +154,11 @@ pub(super) fn usage(root: &Path) -> io::Result<Usage> {
 /// Creates the directories, and moves a commit log from before segments (`commit.log`) to
 /// segment 0, where its offsets stay valid.
 pub(super) fn prepare(root: &Path) -> io::Result<()> {
-    for dir in ["data", "quarantine", "log", "kept/data"] {
-        fs::create_dir_all(root.join(dir))?;
+    for place in [Place::Live, Place::Kept] {
+        fs::create_dir_all(place.dir(root))?;
+        fs::create_dir_all(place.data_dir(root))?;
     }
+    fs::create_dir_all(root.join("quarantine"))?;
     let old = root.join("commit.log");
     if old.exists() && list(root, Place::Live)?.is_empty() && list(root, Place::Kept)?.is_empty() {
         fs::rename(&old, path(root, Place::Live, 0))?;
@@ -274,7 +281,10 @@ impl Segments {
             ));
         }
         let live = path(&self.root, Place::Live, base);
-        let (data, kept_data) = (self.root.join("data"), self.root.join("kept").join("data"));
+        let (data, kept_data) = (
+            Place::Live.data_dir(&self.root),
+            Place::Kept.data_dir(&self.root),
+        );
         let mut moved = false;
         let mut failed = None;
         frame::for_each_frame(&File::open(&live)?, |frame| {
