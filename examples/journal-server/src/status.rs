@@ -53,10 +53,7 @@ fn read_status(data_dir: &Path, limit: usize) -> rusqlite::Result<Value> {
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut counts = serde_json::Map::new();
     // A database the server has not opened since counts were kept is counted the long way.
-    let kept_counts = db
-        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'item_counts'")?
-        .exists([])?;
-    let mut stmt = db.prepare(if kept_counts {
+    let mut stmt = db.prepare(if store::keeps_item_counts(&db)? {
         "SELECT state, n FROM item_counts WHERE n > 0 ORDER BY state"
     } else {
         "SELECT state, COUNT(*) FROM items GROUP BY state ORDER BY state"

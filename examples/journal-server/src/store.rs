@@ -20,10 +20,7 @@ fn migrate(db: &Connection) -> rusqlite::Result<()> {
     if !has_log_offset {
         db.execute_batch("ALTER TABLE items ADD COLUMN log_offset INTEGER")?;
     }
-    let has_counts = db
-        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'item_counts'")?
-        .exists([])?;
-    if !has_counts {
+    if !keeps_item_counts(db)? {
         // Counted once, here; the triggers keep the counts from then on.
         db.execute_batch(&format!(
             "BEGIN IMMEDIATE; {ITEM_COUNTS} \
@@ -32,6 +29,12 @@ fn migrate(db: &Connection) -> rusqlite::Result<()> {
         ))?;
     }
     Ok(())
+}
+
+/// True when the database keeps [`ITEM_COUNTS`] (every database the server has opened since).
+pub(crate) fn keeps_item_counts(db: &Connection) -> rusqlite::Result<bool> {
+    db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'item_counts'")?
+        .exists([])
 }
 
 /// Items per state, kept by triggers on every insert, state change and delete (whichever
