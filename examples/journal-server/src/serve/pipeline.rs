@@ -943,10 +943,7 @@ mod tests {
     async fn a_sealed_segment_retires_once_every_item_in_it_is_settled() {
         let (dir, mut pipeline) = eml_pipeline("retire");
         // A new segment for every commit after the first.
-        let limits = spool::SpoolLimits {
-            segment_bytes: 1,
-            ..spool::SpoolLimits::default()
-        };
+        let limits = spool::SpoolLimits::one_batch_per_segment();
         let (spool, _) = spool::Spool::open(&dir, limits, &mut |_| {}).unwrap();
         pipeline.retire_from(spool.segments());
         let now = clock::now();

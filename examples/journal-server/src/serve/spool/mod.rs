@@ -36,12 +36,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
+use frame::{FRAME_HEAD, MAX_RECORD_JSON};
+use segments::Active;
+
 /// Messages up to this size travel inside their commit record (one shared sync); larger ones
 /// are streamed to a file of their own.
 pub(crate) const INLINE_LIMIT: usize = 1024 * 1024;
-
-use frame::{FRAME_HEAD, MAX_RECORD_JSON};
-use segments::Active;
 
 /// How large the spool lets things grow.
 #[derive(Debug, Clone, Copy)]
@@ -550,9 +550,7 @@ impl Committer {
             }
         }
     }
-}
 
-impl Committer {
     /// Answers every further request with a failure, until the spool goes.
     fn refuse_all(&self, rx: &mpsc::Receiver<CommitRequest>, cause: &io::Error) {
         tracing::error!(error = %cause, "spool log unusable: refusing every commit until restart");
@@ -624,6 +622,17 @@ pub(crate) mod fuzzing {
 }
 
 #[cfg(test)]
+impl SpoolLimits {
+    /// Limits under which every batch after the first starts a new segment (tests).
+    pub(crate) fn one_batch_per_segment() -> SpoolLimits {
+        SpoolLimits {
+            segment_bytes: 1,
+            ..SpoolLimits::default()
+        }
+    }
+}
+
+#[cfg(test)]
 impl Record {
     /// A record for one journal address, as tests of the spool and the pipeline need it.
     pub(crate) fn for_test(id: u64, received_at: u64) -> Record {
@@ -668,14 +677,6 @@ mod tests {
         let mut records = Vec::new();
         let (spool, recovery) = Spool::open(dir, limits, &mut |r| records.push(r)).unwrap();
         (spool, recovery, records)
-    }
-
-    /// Limits under which every batch after the first byte starts a new segment.
-    fn tiny_segments() -> SpoolLimits {
-        SpoolLimits {
-            segment_bytes: 1,
-            ..SpoolLimits::default()
-        }
     }
 
     /// The first log segment, where a fresh spool appends.
@@ -879,7 +880,7 @@ mod tests {
     #[tokio::test]
     async fn full_segments_seal_and_retired_ones_are_kept_but_not_recovered() {
         let dir = temp_dir("segments");
-        let tiny = tiny_segments();
+        let tiny = SpoolLimits::one_batch_per_segment();
         let large = vec![b'L'; INLINE_LIMIT + 5];
         let (first, second, third) = {
             let (spool, _, _) = open_with(&dir, tiny);
@@ -945,7 +946,7 @@ mod tests {
     #[tokio::test]
     async fn a_retirement_cut_short_by_a_crash_loses_nothing() {
         let dir = temp_dir("retire-crash");
-        let tiny = tiny_segments();
+        let tiny = SpoolLimits::one_batch_per_segment();
         let large = vec![b'q'; INLINE_LIMIT + 1];
         let committed = {
             let (spool, _, _) = open_with(&dir, tiny);
