@@ -141,13 +141,13 @@ def check(path):
     # before the segment's own rename.
     retired = 0
     previous = -1
+    wal_paths = {p for _, _, p in syncs if p.endswith("-wal")}
     for start, end, old, new in renames:
         if "/spool/log/" not in old or "/spool/kept/" not in new:
             continue
         retired += 1
         name = old.rsplit("/", 1)[1]
         last_wal = max((w for w in wal_written if w < start), default=None)
-        wal_paths = {p for _, _, p in syncs if p.endswith("-wal")}
         if last_wal is None:
             problems.append(f"{name}: retired with no archive-store write before it")
         elif not any(synced_between(p, last_wal, start) for p in wal_paths):
