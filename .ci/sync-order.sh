@@ -8,6 +8,7 @@
 set -euo pipefail
 BIN=$(realpath "$1")
 HERE=$(dirname "$(realpath "$0")")
+python3 "$HERE/sync-order.py" --self-test
 WORK=$(mktemp -d)
 PORT=$((27000 + RANDOM % 1000))
 # PID is strace's; the server is its child, and strace ends when the server does.
