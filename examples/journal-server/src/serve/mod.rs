@@ -46,6 +46,10 @@ pub(crate) struct ServeArgs {
     /// segments fill, seal and retire within seconds.
     #[arg(long, hide = true)]
     spool_segment_bytes: Option<u64>,
+    /// The longest the committer holds a batch for messages still being received, in
+    /// microseconds (default 2000; 0 turns lingering off, for comparisons).
+    #[arg(long, hide = true)]
+    max_commit_linger_us: Option<u64>,
 }
 
 fn dev_config() -> Config {
@@ -159,6 +163,9 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
     let mut limits = spool::SpoolLimits::default();
     if let Some(bytes) = args.spool_segment_bytes {
         limits.segment_bytes = bytes.max(1);
+    }
+    if let Some(us) = args.max_commit_linger_us {
+        limits.max_commit_linger = std::time::Duration::from_micros(us);
     }
     let (spool, recovery) = pipeline
         .recover(|on_record| spool::Spool::open(&data_dir, limits, on_record))

@@ -14,12 +14,14 @@
 //! Group commit: one committer thread appends every waiting record in one write and syncs the
 //! log once for all of them (and the data directory once, when the batch holds large
 //! messages, whose own files their sessions synced concurrently before). Concurrent sessions
-//! therefore share one `fdatasync` instead of paying one each.
+//! therefore share one `fdatasync` instead of paying one each; while other messages are still
+//! being received, a batch may wait about one sync time for them (see [`linger`]).
 //!
 //! Start-up recovery (see [`recovery`]) reads the live segments only: those that may hold a
 //! record not yet settled in the archive store.
 
 mod frame;
+mod linger;
 mod recovery;
 mod segments;
 
@@ -29,7 +31,7 @@ pub(crate) use segments::{Segments, Usage};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 
 use serde::{Deserialize, Serialize};
@@ -37,6 +39,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use frame::{FRAME_HEAD, MAX_RECORD_JSON};
+use linger::{Linger, Receiving};
 use segments::Active;
 
 /// Messages up to this size travel inside their commit record (one shared sync); larger ones
@@ -51,6 +54,10 @@ pub(crate) struct SpoolLimits {
     /// Past this size the committer starts a new log segment. Smaller segments retire sooner
     /// (start-up reads less); larger ones mean fewer files.
     pub(crate) segment_bytes: u64,
+    /// The longest the committer holds a batch for messages still being received (see
+    /// [`linger`]: it holds about one recent sync time at most, and only while some are).
+    /// Zero: never.
+    pub(crate) max_commit_linger: std::time::Duration,
 }
 
 impl Default for SpoolLimits {
@@ -58,6 +65,7 @@ impl Default for SpoolLimits {
         SpoolLimits {
             reserve_bytes: 256 * 1024 * 1024,
             segment_bytes: 64 * 1024 * 1024,
+            max_commit_linger: std::time::Duration::from_millis(2),
         }
     }
 }
@@ -145,6 +153,8 @@ pub(crate) struct SpoolWriter {
     sink: Sink,
     hasher: Sha256,
     size: u64,
+    /// Counts this message among those the committer may wait for.
+    receiving: Receiving,
 }
 
 impl SpoolWriter {
@@ -228,6 +238,8 @@ pub(crate) struct Spool {
     data_dir: PathBuf,
     next_id: AtomicU64,
     committer: mpsc::Sender<CommitRequest>,
+    /// Messages being received, which the committer may wait for (see [`Receiving`]).
+    receiving: Arc<AtomicUsize>,
     /// The committer thread, joined when the spool goes.
     committer_thread: Option<std::thread::JoinHandle<()>>,
     segments: Arc<Segments>,
@@ -256,11 +268,14 @@ impl Spool {
         let segments = Arc::new(segments);
         let (tx, rx) = mpsc::channel::<CommitRequest>();
         let data_dir = segments::Place::Live.data_dir(&root);
+        let receiving = Arc::new(AtomicUsize::new(0));
         let committer_state = Committer {
             active,
             segments: segments.clone(),
             segment_bytes: limits.segment_bytes,
             data_dir: data_dir.clone(),
+            receiving: receiving.clone(),
+            linger: Linger::new(limits.max_commit_linger),
         };
         let committer_thread = std::thread::Builder::new()
             .name("spool-commit".into())
@@ -270,6 +285,7 @@ impl Spool {
                 data_dir,
                 next_id: AtomicU64::new(last + 1),
                 committer: tx,
+                receiving,
                 committer_thread: Some(committer_thread),
                 segments,
                 reserve_bytes: limits.reserve_bytes,
@@ -329,6 +345,7 @@ impl Spool {
             sink: Sink::Memory(Vec::new()),
             hasher: Sha256::new(),
             size: 0,
+            receiving: Receiving::start(&self.receiving),
         })
     }
 
@@ -345,6 +362,7 @@ impl Spool {
             sink,
             hasher,
             size,
+            receiving,
             ..
         } = writer;
         record.size = size;
@@ -377,6 +395,8 @@ impl Spool {
         }
         let head = frame::frame_head(&json, inline.as_deref().unwrap_or_default());
         let (done, wait) = oneshot::channel();
+        // Before the send: a committer that sees this request never waits for it as well.
+        drop(receiving);
         self.committer
             .send(CommitRequest {
                 head,
@@ -471,6 +491,9 @@ struct Committer {
     segments: Arc<Segments>,
     segment_bytes: u64,
     data_dir: PathBuf,
+    /// Messages being received, which a batch may wait for.
+    receiving: Arc<AtomicUsize>,
+    linger: Linger,
 }
 
 impl Committer {
@@ -487,6 +510,7 @@ impl Committer {
             while let Ok(more) = rx.try_recv() {
                 batch.push(more);
             }
+            linger::gather(&rx, &mut batch, &self.receiving, self.linger.bound());
             let mut offsets = Vec::with_capacity(batch.len());
             let mut slices = Vec::with_capacity(batch.len() * 3);
             let mut at = self.active.len;
@@ -505,6 +529,7 @@ impl Committer {
             // New data files are directory entries: their directory is synced with the log.
             let any_files = batch.iter().any(|r| r.inline.is_none());
             let log = &mut self.active.file;
+            let started = std::time::Instant::now();
             let written = frame::append_all(log, &mut slices);
             drop(slices);
             if let Err(e) = &written {
@@ -539,6 +564,7 @@ impl Committer {
                 }
                 return self.refuse_all(&rx, &e);
             }
+            self.linger.observe(started.elapsed());
             self.active.len = at;
             self.segments.committed(self.active.base, batch.len());
             for (request, offset) in batch.into_iter().zip(offsets) {
@@ -689,6 +715,42 @@ mod tests {
         w.write(body).unwrap();
         let r = record(w.id());
         spool.commit(w, r).await.unwrap().0
+    }
+
+    #[tokio::test]
+    async fn a_commit_waits_for_a_message_still_being_received() {
+        let dir = temp_dir("linger");
+        let limits = SpoolLimits {
+            max_commit_linger: std::time::Duration::from_secs(30),
+            ..SpoolLimits::default()
+        };
+        let (spool, _, _) = open_with(&dir, limits);
+        let spool = Arc::new(spool);
+        let mut second = spool.begin().unwrap();
+        second.write(b"Subject: second\r\n\r\n").unwrap();
+        let first = tokio::spawn({
+            let spool = spool.clone();
+            async move { commit_bytes(&spool, b"Subject: first\r\n\r\n").await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(
+            !first.is_finished(),
+            "committed without waiting for the message being received"
+        );
+        let record = record(second.id());
+        let second = spool.commit(second, record).await.unwrap().0;
+        let first = tokio::time::timeout(std::time::Duration::from_secs(10), first)
+            .await
+            .expect("the first commit ends once the second is sent")
+            .unwrap();
+        assert!(second.log_offset > first.log_offset);
+        // A lone message does not wait (the bound here is 30 s).
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            commit_bytes(&spool, b"Subject: lone\r\n\r\n"),
+        )
+        .await
+        .expect("a lone commit waited");
     }
 
     #[tokio::test]
