@@ -3,11 +3,11 @@
 //!
 //! Without it, group commit only groups what arrived during the previous sync: on a disk whose
 //! `fdatasync` costs ~250 µs and ~130 µs of CPU whatever it carries, 20 busy sessions got 1.4
-//! to 2.7 messages per sync; with it, about 6. The wait is bounded by about one recent sync time: a message that
-//! reaches the committer just after a sync starts would otherwise wait for that sync and then
-//! its own, so waiting up to one sync for it costs it nothing and costs the batch at most one
-//! sync. The committer waits only while some message is between DATA and its commit request,
-//! so a lone client's `250` never waits.
+//! to 2.7 messages per sync; with it, about 6. The wait is bounded by about one recent sync
+//! time: a message that reaches the committer just after a sync starts would otherwise wait
+//! for that sync and then its own, so waiting up to one sync for it costs it nothing and costs
+//! the batch at most one sync. The committer waits only while some message is between DATA
+//! and its commit request, so a lone client's `250` never waits.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
