@@ -47,7 +47,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, hide = true)]
     spool_segment_bytes: Option<u64>,
     /// The longest the committer holds a batch for messages still being received, in
-    /// microseconds (default 2000; 0 turns lingering off, for comparisons).
+    /// microseconds (default 2000, at most a second; 0 turns lingering off, for comparisons).
     #[arg(long, hide = true)]
     max_commit_linger_us: Option<u64>,
 }

@@ -31,6 +31,10 @@ impl Drop for Receiving {
     }
 }
 
+/// No linger waits longer than this, whatever it is configured to: past it, a sync is cheaper
+/// than the wait.
+pub(super) const LINGER_CEILING: Duration = Duration::from_secs(1);
+
 /// How long the committer may wait: the recent sync time, never more than a maximum.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Linger {
@@ -40,8 +44,10 @@ pub(super) struct Linger {
 }
 
 impl Linger {
-    /// Starts at the maximum, until the first sync says what a sync costs here.
+    /// Starts at the maximum (at most [`LINGER_CEILING`]), until the first sync says what a
+    /// sync costs here.
     pub(super) fn new(max: Duration) -> Self {
+        let max = max.min(LINGER_CEILING);
         Linger {
             max,
             sync_time: max,
@@ -56,7 +62,7 @@ impl Linger {
     /// Takes the time one batch's write and sync took into the average (weight 1/8: one slow
     /// sync moves it, a slow disk soon shows).
     pub(super) fn observe(&mut self, took: Duration) {
-        self.sync_time = (self.sync_time * 7 + took) / 8;
+        self.sync_time = self.sync_time.saturating_mul(7).saturating_add(took) / 8;
     }
 }
 
@@ -71,7 +77,9 @@ pub(super) fn gather<T>(
     if bound.is_zero() {
         return;
     }
-    let until = Instant::now() + bound;
+    let Some(until) = Instant::now().checked_add(bound) else {
+        return;
+    };
     while receiving.load(Ordering::Relaxed) > 0 {
         match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
             Ok(more) => batch.push(more),
@@ -108,6 +116,12 @@ mod tests {
         let mut off = Linger::new(Duration::ZERO);
         off.observe(Duration::from_millis(1));
         assert_eq!(off.bound(), Duration::ZERO);
+        // Whatever the configuration or the disk says, nothing overflows or waits past the
+        // ceiling.
+        let mut huge = Linger::new(Duration::MAX);
+        assert_eq!(huge.bound(), LINGER_CEILING);
+        huge.observe(Duration::MAX);
+        assert_eq!(huge.bound(), LINGER_CEILING);
     }
 
     #[test]
