@@ -813,6 +813,42 @@ mod tests {
             recovery.quarantined,
             ["log-00000000000000000000-frame-at-0"]
         );
+        let set_aside = dir.join("spool/quarantine/log-00000000000000000000-frame-at-0");
+        assert_eq!(fs::read(set_aside).unwrap(), bytes[..first_len]);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_tail_of_a_sealed_segment_is_set_aside_then_cut() {
+        let dir = temp_dir("sealed-tail");
+        let first = {
+            let (spool, _, _) = open_with(&dir, SpoolLimits::one_batch_per_segment());
+            let first = commit_bytes(&spool, b"Subject: first\r\n\r\n").await;
+            commit_bytes(&spool, b"Subject: second\r\n\r\n").await;
+            first
+        };
+        let sealed = first_segment(&dir);
+        let intact = fs::metadata(&sealed).unwrap().len();
+        let junk: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        OpenOptions::new()
+            .append(true)
+            .open(&sealed)
+            .unwrap()
+            .write_all(&junk)
+            .unwrap();
+        let (_spool, recovery, records) = open(&dir);
+        assert_eq!(records.len(), 2, "both acknowledged records are recovered");
+        assert_eq!(records[0].id, first.id);
+        assert_eq!(
+            recovery.truncated_bytes, 0,
+            "not the torn tail of an append"
+        );
+        let name = format!("log-00000000000000000000-tail-at-{intact}");
+        assert_eq!(recovery.quarantined, [name.clone()]);
+        assert_eq!(
+            fs::read(dir.join("spool/quarantine").join(name)).unwrap(),
+            junk
+        );
+        assert_eq!(fs::metadata(&sealed).unwrap().len(), intact);
     }
 
     #[tokio::test]

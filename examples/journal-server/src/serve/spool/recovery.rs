@@ -9,8 +9,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io;
-use std::os::unix::fs::FileExt;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::ops::Range;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -61,10 +61,8 @@ pub(super) fn recover(root: &Path, on_record: &mut dyn FnMut(Record)) -> io::Res
             } else {
                 // A segment is sealed only after its last batch was synced: a bad tail here is
                 // damage to acknowledged records. Keep the bytes aside before cutting them.
-                let mut tail = vec![0u8; (len - end) as usize];
-                log.read_exact_at(&mut tail, end)?;
                 let name = format!("log-{base:020}-tail-at-{end}");
-                fs::write(root.join("quarantine").join(&name), &tail)?;
+                set_aside(root, &log, end..len, &name)?;
                 recovery.quarantined.push(name);
             }
             log.set_len(end)?;
@@ -131,12 +129,23 @@ fn recover_segment(
             Some(next) if next < len && frame::read_frame(log, next)?.is_some() => next,
             _ => return Ok(pos),
         };
-        let mut damaged = vec![0u8; (next - pos) as usize];
-        log.read_exact_at(&mut damaged, pos)?;
         let name = format!("log-{base:020}-frame-at-{pos}");
-        fs::write(root.join("quarantine").join(&name), &damaged)?;
+        set_aside(root, log, pos..next, &name)?;
         recovery.quarantined.push(name);
         pos = next;
     }
     Ok(pos)
+}
+
+/// Copies bytes `range` of `log` to `quarantine/NAME`, streaming: a damaged tail can be most
+/// of a segment, and recovery's memory stays bounded by one frame.
+fn set_aside(root: &Path, log: &File, range: Range<u64>, name: &str) -> io::Result<()> {
+    let mut from = log;
+    from.seek(SeekFrom::Start(range.start))?;
+    let mut to = File::create(root.join("quarantine").join(name))?;
+    let copied = io::copy(&mut from.take(range.end - range.start), &mut to)?;
+    if copied < range.end - range.start {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
 }
