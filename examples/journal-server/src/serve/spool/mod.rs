@@ -843,7 +843,7 @@ mod tests {
             "not the torn tail of an append"
         );
         let name = format!("log-00000000000000000000-tail-at-{intact}");
-        assert_eq!(recovery.quarantined, [name.clone()]);
+        assert_eq!(recovery.quarantined, std::slice::from_ref(&name));
         assert_eq!(
             fs::read(dir.join("spool/quarantine").join(name)).unwrap(),
             junk
