@@ -102,12 +102,10 @@ fn recover_segment(
         {
             pos = next;
             let intact = if record.inline_data {
-                data.len() as u64 == record.size && hex(&Sha256::digest(&data)) == record.sha256
+                matches(&record, &mut data.as_slice())
             } else {
                 let path = segments::data_file(root, &record.id);
-                let ok = fs::read(&path).is_ok_and(|d| {
-                    d.len() as u64 == record.size && hex(&Sha256::digest(&d)) == record.sha256
-                });
+                let ok = File::open(&path).is_ok_and(|mut file| matches(&record, &mut file));
                 if !ok {
                     let _ = fs::rename(&path, root.join("quarantine").join(&record.id));
                 }
@@ -135,6 +133,14 @@ fn recover_segment(
         pos = next;
     }
     Ok(pos)
+}
+
+/// True when `bytes` are the message `record` describes: its size and SHA-256. Streams, so a
+/// large message's data file is never held in memory.
+fn matches(record: &Record, bytes: &mut impl Read) -> bool {
+    let mut hasher = Sha256::new();
+    io::copy(bytes, &mut hasher)
+        .is_ok_and(|size| size == record.size && hex(&hasher.finalize()) == record.sha256)
 }
 
 /// Copies bytes `range` of `log` to `quarantine/NAME`, streaming: a damaged tail can be most
