@@ -54,9 +54,9 @@ fn read_status(data_dir: &Path, limit: usize) -> rusqlite::Result<Value> {
     let mut counts = serde_json::Map::new();
     // A database the server has not opened since counts were kept is counted the long way.
     let mut stmt = db.prepare(if store::keeps_item_counts(&db)? {
-        "SELECT state, n FROM item_counts WHERE n > 0 ORDER BY state"
+        store::KEPT_COUNTS
     } else {
-        "SELECT state, COUNT(*) FROM items GROUP BY state ORDER BY state"
+        store::COUNTED
     })?;
     for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
         let (state, n) = row?;

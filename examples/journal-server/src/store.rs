@@ -31,6 +31,12 @@ fn migrate(db: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Items per state (`state`, `n`), from the counts the database keeps: what `status` reads.
+pub(crate) const KEPT_COUNTS: &str = "SELECT state, n FROM item_counts WHERE n > 0 ORDER BY state";
+
+/// Items per state (`state`, `n`), counted item by item: for a database that keeps no counts.
+pub(crate) const COUNTED: &str = "SELECT state, COUNT(*) FROM items GROUP BY state ORDER BY state";
+
 /// True when the database keeps [`ITEM_COUNTS`] (every database the server has opened since).
 pub(crate) fn keeps_item_counts(db: &Connection) -> rusqlite::Result<bool> {
     db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'item_counts'")?
@@ -632,18 +638,12 @@ mod tests {
 
     /// Items per state, counted the long way.
     fn counted(db: &Connection) -> Vec<(String, i64)> {
-        per_state(
-            db,
-            "SELECT state, COUNT(*) FROM items GROUP BY state ORDER BY state",
-        )
+        per_state(db, COUNTED)
     }
 
     /// Items per state, as the triggers kept them.
     fn kept(db: &Connection) -> Vec<(String, i64)> {
-        per_state(
-            db,
-            "SELECT state, n FROM item_counts WHERE n > 0 ORDER BY state",
-        )
+        per_state(db, KEPT_COUNTS)
     }
 
     proptest::proptest! {
