@@ -184,6 +184,22 @@ fn read_segment(log: &[u8], spool: &Path, stored: &mut HashMap<String, (String, 
     pos
 }
 
+/// Every item in the archive store and its state, read as `status` does (read-only, while the
+/// server runs).
+fn item_states(data_dir: &Path) -> HashMap<String, String> {
+    rusqlite::Connection::open_with_flags(
+        data_dir.join("archive.sqlite3"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap()
+    .prepare("SELECT id, state FROM items")
+    .unwrap()
+    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
 #[test]
 fn every_acknowledged_message_survives_kill_9() {
     let dir = std::env::temp_dir().join(format!("journal-crash-{}", std::process::id()));
@@ -286,19 +302,9 @@ fn every_acknowledged_message_survives_kill_9() {
     let acked_ids: Vec<String> = acked.lock().unwrap().keys().cloned().collect();
     let (mut server, _) = start(&config);
     let mut unsettled = acked_ids.clone();
+    let mut states = HashMap::new();
     for _ in 0..120 {
-        let db = rusqlite::Connection::open_with_flags(
-            data_dir.join("archive.sqlite3"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .unwrap();
-        let states: HashMap<String, String> = db
-            .prepare("SELECT id, state FROM items")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        states = item_states(&data_dir);
         unsettled.retain(|id| {
             !matches!(
                 states.get(id).map(String::as_str),
@@ -311,19 +317,7 @@ fn every_acknowledged_message_survives_kill_9() {
         std::thread::sleep(Duration::from_millis(500));
     }
     // Nothing but whole committed messages ever became an item.
-    let db = rusqlite::Connection::open_with_flags(
-        data_dir.join("archive.sqlite3"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let items: Vec<String> = db
-        .prepare("SELECT id FROM items")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    for id in &items {
+    for id in states.keys() {
         assert!(
             committed.contains_key(id),
             "item {id} is not a committed message"
