@@ -30,9 +30,7 @@ SINK_PORT=25261 JOURNAL_PORT=25263
 mkdir -p target
 # A real disk (a tmpfs would make fdatasync free).
 WORK=$(mktemp -d "$PWD/target/interleaved.XXXXXX")
-PID=
-cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$WORK"; true; }
-trap cleanup EXIT
+trap 'rm -rf "$WORK"' EXIT
 
 cat > "$WORK/journal.toml" <<EOF
 [server]
@@ -81,31 +79,29 @@ timed_load() { # port
   python3 -c "print(round($MESSAGES / ($end - $start)))"
 }
 
-sink_round() {
-  smtp-sink -u nobody "127.0.0.1:$SINK_PORT" 256 >/dev/null 2>&1 &
-  PID=$!
-  wait_port "$SINK_PORT"
-  timed_load "$SINK_PORT"
-  kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
+# One timed round against the server that COMMAND starts on PORT. Called inside $(...): the
+# round's subshell owns the server, which is stopped however the round ends (a failure too).
+round() { # port command...
+  local port=$1
+  shift
+  "$@" >"$WORK/server.log" 2>&1 &
+  # shellcheck disable=SC2064 # the pid is meant to be fixed now
+  trap "kill $! 2>/dev/null; wait $! 2>/dev/null || true" EXIT
+  wait_port "$port"
+  timed_load "$port"
 }
 
 journal_round() { # "binary flags..."
   rm -rf "$WORK/data"
   # The target string is split on purpose: a binary, then flags for `serve`.
-  # shellcheck disable=SC2086
-  set -- $1
-  local binary=$1
-  shift
-  "$binary" serve --config "$WORK/journal.toml" "$@" >"$WORK/server.log" 2>&1 &
-  PID=$!
-  wait_port "$JOURNAL_PORT"
-  timed_load "$JOURNAL_PORT"
-  kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
+  local -a target
+  read -ra target <<<"$1"
+  round "$JOURNAL_PORT" "${target[0]}" serve --config "$WORK/journal.toml" "${target[@]:1}"
 }
 
 declare -A RESULTS
 for round in $(seq 1 "$ROUNDS"); do
-  RESULTS[sink]="${RESULTS[sink]:-} $(sink_round)"
+  RESULTS[sink]="${RESULTS[sink]:-} $(round "$SINK_PORT" smtp-sink -u nobody "127.0.0.1:$SINK_PORT" 256)"
   for target in "$@"; do
     RESULTS[$target]="${RESULTS[$target]:-} $(journal_round "$target")"
   done
