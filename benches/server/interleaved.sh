@@ -3,9 +3,11 @@
 # round after round, under the same load as ../shared/bench/smtp-compare.sh (Postfix's
 # smtp-source, 20 sessions, 20 KB messages, a new connection per message). Alternating the
 # targets spreads this VM's drift over all of them, which back-to-back runs do not.
+# --sessions changes the concurrency (journal-server takes at most 50 connections from one
+# address): a server that syncs before every 250 is bound by its commit latency at 20.
 #
 # Usage (from the project root; needs smtp-source and smtp-sink from the postfix package):
-#   benches/server/interleaved.sh [--rounds N] [--messages N] TARGET...
+#   benches/server/interleaved.sh [--rounds N] [--messages N] [--sessions N] TARGET...
 # TARGET is a journal-server binary with any extra `serve` flags, in one argument, e.g.
 #   benches/server/interleaved.sh --rounds 8 target/release/journal-server \
 #       "target/release/journal-server --max-commit-linger-us 0"
@@ -16,15 +18,16 @@ set -euo pipefail
 # be timed: without this, `set -e` does not reach into the $(...) that collect each round.
 shopt -s inherit_errexit
 
-ROUNDS=6 MESSAGES=10000
+ROUNDS=6 MESSAGES=10000 SESSIONS=20
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
     --messages) MESSAGES=$2; shift 2 ;;
+    --sessions) SESSIONS=$2; shift 2 ;;
     *) break ;;
   esac
 done
-[ $# -gt 0 ] || { echo "usage: $0 [--rounds N] [--messages N] TARGET..." >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: $0 [--rounds N] [--messages N] [--sessions N] TARGET..." >&2; exit 2; }
 
 SINK_PORT=25261 JOURNAL_PORT=25263
 mkdir -p target
@@ -65,7 +68,7 @@ wait_port() {
 }
 
 source_load() { # port messages
-  smtp-source -s 20 -m "$2" -l 20480 -f bench@example.org \
+  smtp-source -s "$SESSIONS" -m "$2" -l 20480 -f bench@example.org \
     -t journaling@journal.example.com "127.0.0.1:$1" >/dev/null
 }
 
