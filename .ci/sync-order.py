@@ -10,11 +10,13 @@ server only after what makes message ID survive a power loss had completed:
      directory fsynced after its creation, before the reply.
 
   4. a spool segment moved to kept/ (retired: start-up no longer reads it) only after the
-     archive store's write-ahead log was synced after its last write, and after the moves of
-     the segment's data files to kept/data/ were made durable (both directories synced).
+     archive store's write-ahead log was synced after its last write, after the moves of
+     the segment's data files to kept/data/ were made durable (both directories synced), and
+     after the archived content written before it was made durable: a syncfs that started
+     after the last write to archive/pending/ and the last move out of it.
 
 Usage: sync-order.py --self-test | TRACE...   (strace -f -qq -s 256 -e trace=openat,close,write,writev,
-pwrite64,fsync,fdatasync,sendto,rename,renameat,renameat2 -o TRACE journal-server serve ...)
+pwrite64,fsync,fdatasync,syncfs,sendto,rename,renameat,renameat2 -o TRACE journal-server serve ...)
 Events are ordered by the line on which strace printed them: a whole line is one point in
 time; an "<unfinished ...>" line is the call's start and its "<... resumed>" line its end,
 except that a close takes effect at its start (the number is free for reuse from then on).
@@ -68,8 +70,10 @@ def first_arg(args):
     return args.split(",", 1)[0].strip()
 
 
-def check(path):
-    """Returns (acknowledged, large, segments, syncs, retired, problems) for one trace."""
+def check(path, content_pending=False):
+    """Returns (acknowledged, large, segments, syncs, retired, content_pending, problems) for
+    one trace. content_pending: an earlier trace (an earlier run on the same data directory)
+    left archived content that no syncfs made durable after it."""
     fds = {}  # fd -> path (threads of one process share them)
     created = {}  # path -> line where it was created
     record_writes = {}  # id -> list of (end line, segment path)
@@ -78,6 +82,9 @@ def check(path):
     data_written = {}  # data file path -> end line of its last write
     wal_written = []  # end lines of writes to the archive store's write-ahead log
     renames = []  # (start, end, old, new)
+    # end lines of writes to archive/pending/ and moves out of it (-1: in an earlier run)
+    content_changed = [-1] if content_pending else []
+    syncfs = []  # (start, end)
     acks = []  # (start line, id)
     for start, end, name, args, result in events(path):
         if name in ("sendto", "write", "writev"):
@@ -102,6 +109,10 @@ def check(path):
                 data_written[path_] = end
             elif path_.endswith("-wal"):
                 wal_written.append(end)
+            elif "/archive/pending/" in path_:
+                content_changed.append(end)
+        elif name == "syncfs" and result == "0":
+            syncfs.append((start, end))
         elif name in ("fsync", "fdatasync"):
             path_ = fds.get(first_arg(args))
             if path_ is not None and result == "0":
@@ -112,6 +123,8 @@ def check(path):
             paths = re.findall(r'"([^"]*)"', args)
             if len(paths) >= 2:
                 renames.append((start, end, paths[0], paths[1]))
+                if "/archive/pending/" in paths[0] and "/archive/pending/" not in paths[1]:
+                    content_changed.append(end)
 
     def synced_between(path_, after, before):
         return any(s > after and e < before and p == path_ for s, e, p in syncs)
@@ -158,6 +171,11 @@ def check(path):
             problems.append(f"{name}: retired with no archive-store write before it")
         elif not any(synced_between(p, last_wal, start) for p in wal_paths):
             problems.append(f"{name}: retired before the archive store's settled state was synced")
+        last_content = max((c for c in content_changed if c < start), default=None)
+        if last_content is not None and not any(
+            s > last_content and e < start for s, e in syncfs
+        ):
+            problems.append(f"{name}: retired before the archived content was made durable")
         for s2, e2, old2, new2 in renames:
             if previous < e2 < start and "/spool/data/" in old2 and "/spool/kept/data/" in new2:
                 for directory in (old2.rsplit("/", 1)[0], new2.rsplit("/", 1)[0]):
@@ -166,7 +184,9 @@ def check(path):
         previous = end
     large = sum(1 for _, i in acks if any(p.endswith("/spool/data/" + i) for p in data_written))
     segments = len({seg for writes in record_writes.values() for _, seg in writes})
-    return len(acks), large, segments, len(syncs), retired, problems
+    last_content = max(content_changed, default=None)
+    content_pending = last_content is not None and not any(s > last_content for s, _ in syncfs)
+    return len(acks), large, segments, len(syncs), retired, content_pending, problems
 
 
 # A trace in which another thread's close of fd 6 is still "unfinished" when the committer's
@@ -182,20 +202,34 @@ SELF_TEST = r"""1 openat(AT_FDCWD, "/d/spool/log/0.log", O_WRONLY|O_CREAT|O_EXCL
 3 sendto(7, "250 2.0.0 Ok: queued as 0123456789ABCDEF\r\n", 42, MSG_NOSIGNAL, NULL, 0) = 42
 """
 
+# Archived content written unsynced, made durable, and only then a segment retired.
+CONTENT_TEST = r"""5 openat(AT_FDCWD, "/d/archive.sqlite3-wal", O_RDWR|O_CREAT|O_CLOEXEC, 0644) = 9
+5 openat(AT_FDCWD, "/d/archive/pending/.aa.tmp", O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC, 0666) = 10
+5 write(10, "archived form", 13)    = 13
+5 close(10)                         = 0
+5 rename("/d/archive/pending/.aa.tmp", "/d/archive/pending/aa") = 0
+5 pwrite64(9, "settled", 7, 0)      = 7
+5 syncfs(11)                        = 0
+5 rename("/d/archive/pending/aa", "/d/archive/aa/aa") = 0
+5 syncfs(11)                        = 0
+5 fsync(9)                          = 0
+5 rename("/d/spool/log/00000000000000000000.log", "/d/spool/kept/00000000000000000000.log") = 0
+"""
+
 
 def self_test():
     """The checker on SELF_TEST passes, and fails once the directory sync is taken out."""
     import os
     import tempfile
 
-    def problems(text):
+    def problems(text, expect_acked=1):
         with tempfile.NamedTemporaryFile("w", suffix=".trace", delete=False) as trace:
             trace.write(text)
         try:
             acked, *_, found = check(trace.name)
         finally:
             os.unlink(trace.name)
-        assert acked == 1, f"self-test: {acked} acknowledgements parsed, not 1"
+        assert acked == expect_acked, f"self-test: {acked} acknowledgements parsed"
         return found
 
     assert problems(SELF_TEST) == [], problems(SELF_TEST)
@@ -203,14 +237,22 @@ def self_test():
     assert problems(without) == [
         "0123456789ABCDEF: acknowledged before its new segment's directory was synced"
     ], problems(without)
+    assert problems(CONTENT_TEST, 0) == [], problems(CONTENT_TEST, 0)
+    without = CONTENT_TEST.replace("5 syncfs(11)                        = 0\n", "", 2)
+    without_last = "".join(CONTENT_TEST.rsplit("5 syncfs(11)                        = 0\n", 1))
+    for text in (without, without_last):
+        assert problems(text, 0) == [
+            "00000000000000000000.log: retired before the archived content was made durable"
+        ], problems(text, 0)
     print("sync order: checker self-test passed")
 
 
 def main(paths):
     totals = [0, 0, 0, 0, 0]
     problems = []
+    content_pending = False
     for path in paths:
-        *counts, found = check(path)
+        *counts, content_pending, found = check(path, content_pending)
         totals = [t + c for t, c in zip(totals, counts)]
         problems += [f"{path}: {p}" for p in found]
     acked, large, segments, syncs, retired = totals

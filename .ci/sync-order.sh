@@ -40,7 +40,7 @@ TOML
 traced() {
   : >"$WORK/out.log"
   strace -f -qq -s 256 -o "$1" \
-    -e trace=openat,close,write,writev,pwrite64,fsync,fdatasync,sendto,rename,renameat,renameat2 \
+    -e trace=openat,close,write,writev,pwrite64,fsync,fdatasync,syncfs,sendto,rename,renameat,renameat2 \
     "$BIN" serve --config "$WORK/journal.toml" --spool-segment-bytes 65536 \
     --match-interval-seconds 1 >"$WORK/out.log" 2>>"$WORK/err.log" &
   PID=$!

@@ -175,7 +175,7 @@ pub(crate) fn get(data_dir: &Path, id: &str, as_received: bool) -> ExitCode {
                 .optional()
             });
         match sha {
-            Ok(Some(Some(sha))) => match std::fs::read(store::content_path(data_dir, &sha)) {
+            Ok(Some(Some(sha))) => match store::read_content(data_dir, &sha) {
                 Ok(bytes) => bytes,
                 Err(e) => {
                     eprintln!("{id}: archived content missing: {e}");

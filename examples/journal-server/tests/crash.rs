@@ -187,12 +187,19 @@ fn read_segment(log: &[u8], spool: &Path, stored: &mut HashMap<String, (String, 
 /// Every item in the archive store and its state, read as `status` does (read-only, while the
 /// server runs).
 fn item_states(data_dir: &Path) -> HashMap<String, String> {
+    store_pairs(data_dir, "SELECT id, state FROM items")
+        .into_iter()
+        .collect()
+}
+
+/// The rows of a two-column query of the archive store, read-only.
+fn store_pairs(data_dir: &Path, sql: &str) -> Vec<(String, String)> {
     rusqlite::Connection::open_with_flags(
         data_dir.join("archive.sqlite3"),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
     .unwrap()
-    .prepare("SELECT id, state FROM items")
+    .prepare(sql)
     .unwrap()
     .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
     .unwrap()
@@ -344,6 +351,29 @@ fn every_acknowledged_message_survives_kill_9() {
             .unwrap();
         assert!(out.status.success(), "get --as-received {id}");
         assert_eq!(&hex(&Sha256::digest(&out.stdout)), sha, "{id} as received");
+    }
+    // And every archived item's archived form is there (content is made durable in batches,
+    // and whatever a kill cut short is archived again from the spool).
+    let archived = store_pairs(
+        &data_dir,
+        "SELECT id, content_sha256 FROM items WHERE state IN ('archived', 'merged')",
+    );
+    assert!(!archived.is_empty(), "nothing was archived");
+    for (id, sha) in &archived {
+        let out = Command::new(env!("CARGO_BIN_EXE_journal-server"))
+            .args(["get", "--data-dir", data_dir.to_str().unwrap(), id])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "get {id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            &hex(&Sha256::digest(&out.stdout)),
+            sha,
+            "{id} archived form"
+        );
     }
     let acked = acked_ids.len();
     assert!(

@@ -269,6 +269,7 @@ impl Pipeline {
                 self.store_failed = true;
                 tracing::error!(error = %e, "archive store commit failed");
             }
+
             if pruned {
                 self.retire_settled_segments(now);
             }
@@ -359,7 +360,17 @@ impl Pipeline {
         } else {
             self.store.progress(&record.id).unwrap_or(None)
         };
-        if progress.as_ref().is_some_and(Progress::is_settled) {
+        if let Some(progress) = progress.as_ref().filter(|p| p.is_settled()) {
+            if let Some(sha256) = progress.content_sha256.as_deref().filter(|s| !s.is_empty())
+                && !self.store.has_content(sha256)
+            {
+                let location = Location {
+                    journal: index,
+                    segment: record.segment,
+                    log_offset: record.log_offset,
+                };
+                self.restore_content(ItemId(id), location, sha256);
+            }
             return;
         }
         let meta = ItemMeta {
@@ -455,6 +466,12 @@ impl Pipeline {
             .map(|(base, _)| base)
             .collect();
         if ready.is_empty() {
+            return;
+        }
+        // The archived content of their items first: after retirement the spool no longer
+        // holds a copy to archive again from.
+        if let Err(e) = self.store.make_content_durable() {
+            tracing::error!(error = %e, "cannot make archived content durable: spool segments stay live");
             return;
         }
         if let Err(e) = self.store.record_retired(&ready, now.0) {
@@ -666,10 +683,44 @@ impl Pipeline {
         }
     }
 
+    /// Stores again the archived form of a settled item whose content did not survive a crash
+    /// (it was not yet durable, so the item's spool segment is still live and holds it).
+    fn restore_content(&mut self, id: ItemId, location: Location, sha256: &str) {
+        let name = spool::format_id(id.0);
+        let restored = match self.parse_at(id, location, true) {
+            Ok(Parsed::Keep {
+                archival, content, ..
+            }) if archival.content_sha256 == *sha256 => self
+                .store
+                .put_content(sha256, &content)
+                .map_err(|e| e.to_string()),
+            Ok(_) => Err("the spooled message no longer gives that archived form".to_owned()),
+            Err(e) => Err(e),
+        };
+        match restored {
+            Ok(()) => {
+                tracing::warn!(id = %name, "archived content lost in a crash: archived again from the spool")
+            }
+            Err(reason) => {
+                tracing::error!(id = %name, %reason, "archived content lost in a crash and not restored")
+            }
+        }
+    }
+
     /// Reads, parses and classifies an item. A panic in the parser fails the item, never the
     /// server.
     fn parse(&mut self, id: ItemId, with_content: bool) -> Result<Parsed, String> {
         let location = *self.journals.get(&id).ok_or("unknown item")?;
+        self.parse_at(id, location, with_content)
+    }
+
+    /// [`parse`](Self::parse) for an item at a known place in the spool.
+    fn parse_at(
+        &mut self,
+        id: ItemId,
+        location: Location,
+        with_content: bool,
+    ) -> Result<Parsed, String> {
         let bytes = match self.handed.get(&id) {
             Some(data) => std::borrow::Cow::Borrowed(data.as_slice()),
             None => std::borrow::Cow::Owned(
@@ -808,6 +859,49 @@ mod tests {
     }
 
     /// A minimal EML message with this Message-ID.
+    fn content_sha256(data_dir: &std::path::Path, id: &str) -> String {
+        let db = crate::store::open_read_only(data_dir).unwrap();
+        db.query_row(
+            "SELECT content_sha256 FROM items WHERE id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn archived_content_lost_in_a_crash_is_archived_again_from_the_spool() {
+        let (dir, mut pipeline) = eml_pipeline("lost-content");
+        let now = clock::now();
+        let id = now.0 << 20;
+        spool_message(&dir, id, "lost@contoso.com");
+        let record = Record::for_test(id, now.0);
+        pipeline.accept(&record, true);
+        for s in 0..4 {
+            pipeline.step(now + Duration::seconds(s));
+        }
+        let name = spool::format_id(id);
+        assert_eq!(state(&dir, &name), "archived");
+        drop(pipeline);
+        // A power loss before the content was made durable: its file came back empty.
+        let sha = content_sha256(&dir, &name);
+        std::fs::write(dir.join("archive/pending").join(&sha), b"").unwrap();
+
+        let mut pipeline = eml_pipeline_over(&dir);
+        assert!(
+            crate::store::read_content(&dir, &sha).is_err(),
+            "checked at open"
+        );
+        pipeline.recover(|on_record| on_record(record.clone()));
+        let restored = crate::store::read_content(&dir, &sha).unwrap();
+        assert_eq!(spool::hex(&Sha256::digest(&restored)), sha);
+        assert_eq!(
+            state(&dir, &name),
+            "archived",
+            "settled, not archived twice"
+        );
+    }
+
     fn eml(message_id: &str) -> Vec<u8> {
         format!("From: alice@contoso.com\r\nTo: bob@contoso.com\r\nMessage-ID: <{message_id}>\r\n\r\nhi\r\n")
             .into_bytes()
@@ -957,6 +1051,15 @@ mod tests {
             pipeline.step(now + Duration::seconds(s));
         }
         assert_eq!(state(&dir, &early.id), "archived");
+        let sha = content_sha256(&dir, &early.id);
+        let (pending, durable) = (
+            dir.join("archive/pending").join(&sha),
+            dir.join("archive").join(&sha[..2]).join(&sha),
+        );
+        assert!(
+            pending.exists() && !durable.exists(),
+            "not durable before retirement"
+        );
         // `late` arrives only now: at the next prune it has had one attempt of three.
         pipeline.take(&late, None);
         pipeline.take(&active, None);
@@ -965,6 +1068,10 @@ mod tests {
         pipeline.retire_settled_segments(prune);
         assert_eq!(state(&dir, &late.id), "waiting");
         assert!(!live(early.segment), "every item settled: retired");
+        assert!(
+            durable.exists() && !pending.exists(),
+            "durable once retired"
+        );
         assert!(live(late.segment), "an item still waits");
         assert!(live(active.segment), "the committer still appends to it");
 
