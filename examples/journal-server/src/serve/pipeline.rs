@@ -269,7 +269,6 @@ impl Pipeline {
                 self.store_failed = true;
                 tracing::error!(error = %e, "archive store commit failed");
             }
-
             if pruned {
                 self.retire_settled_segments(now);
             }
@@ -858,7 +857,7 @@ mod tests {
         )
     }
 
-    /// A minimal EML message with this Message-ID.
+    /// The SHA-256 of an item's archived form, as the store recorded it.
     fn content_sha256(data_dir: &std::path::Path, id: &str) -> String {
         let db = crate::store::open_read_only(data_dir).unwrap();
         db.query_row(
@@ -902,6 +901,7 @@ mod tests {
         );
     }
 
+    /// A minimal EML message with this Message-ID.
     fn eml(message_id: &str) -> Vec<u8> {
         format!("From: alice@contoso.com\r\nTo: bob@contoso.com\r\nMessage-ID: <{message_id}>\r\n\r\nhi\r\n")
             .into_bytes()
