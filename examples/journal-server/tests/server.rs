@@ -358,16 +358,9 @@ fn wrong_recipient_and_oversize_are_refused() {
 
 #[test]
 fn smuggling_vectors_and_bdat() {
-    let server = start(
-        "smuggling",
-        "",
-        "additional_source_ip_ranges = [\"127.0.0.0/8\"]\nencrypted = false",
-    );
+    let server = start_clear_text("smuggling");
     let mut c = Client::connect(server.port);
-    c.cmd("EHLO client.example");
-    c.cmd("MAIL FROM:<>");
-    c.cmd("RCPT TO:<journaling@journal.contoso.com>");
-    assert_eq!(c.cmd("DATA").0, 354);
+    open_data(&mut c);
     let body = b"From: a@contoso.com\r\nSubject: smuggle\r\n\r\nhello\n.\nMAIL FROM:<spoof@contoso.com>\r\nRCPT TO:<journaling@journal.contoso.com>\r\nDATA\r\nforged\r\n\r.\r\nend\r\n";
     c.send(body);
     c.send(b".\r\n");
@@ -419,6 +412,23 @@ fn smuggling_vectors_and_bdat() {
     }
 }
 
+/// A server whose definition takes clear text from loopback.
+fn start_clear_text(name: &str) -> Server {
+    start(
+        name,
+        "",
+        "additional_source_ip_ranges = [\"127.0.0.0/8\"]\nencrypted = false",
+    )
+}
+
+/// EHLO, a null sender, the journal address, DATA: the client may send the message.
+fn open_data(c: &mut Client) {
+    c.cmd("EHLO client.example");
+    assert_eq!(c.cmd("MAIL FROM:<>").0, 250);
+    assert_eq!(c.cmd("RCPT TO:<journaling@journal.contoso.com>").0, 250);
+    assert_eq!(c.cmd("DATA").0, 354);
+}
+
 fn send_data(c: &mut Client, message: &[u8]) -> String {
     assert_eq!(c.cmd("MAIL FROM:<>").0, 250);
     assert_eq!(c.cmd("RCPT TO:<journaling@journal.contoso.com>").0, 250);
@@ -431,11 +441,7 @@ fn send_data(c: &mut Client, message: &[u8]) -> String {
 
 #[test]
 fn two_reports_of_one_message_merge_their_recipients() {
-    let server = start(
-        "dedup",
-        "",
-        "additional_source_ip_ranges = [\"127.0.0.0/8\"]\nencrypted = false",
-    );
+    let server = start_clear_text("dedup");
     let first = std::fs::read(format!(
         "{CORPUS}/synthetic/rms_protected_plus_decrypted_copy.eml"
     ))
@@ -480,4 +486,66 @@ fn two_reports_of_one_message_merge_their_recipients() {
         merged.ends_with(b"Decrypted clear-text body.\r\n")
             || merged.windows(13).any(|w| w == b"message.rpmsg")
     );
+}
+
+#[test]
+fn a_second_server_on_a_data_directory_in_use_refuses_to_start() {
+    let server = start_clear_text("twin");
+    // A large message half received: its data file is on disk, with no record yet. A second
+    // server's recovery would take it for debris and remove it.
+    let mut c = Client::connect(server.port);
+    open_data(&mut c);
+    let body = [
+        b"From: a@contoso.com\r\nSubject: large\r\n\r\n".as_slice(),
+        &b"y".repeat(998),
+        b"\r\n",
+    ]
+    .concat()
+    .repeat(1500);
+    c.send(&body);
+    let data = server.data_dir.join("spool/data");
+    let start = Instant::now();
+    while std::fs::read_dir(&data).unwrap().count() == 0 {
+        assert!(start.elapsed() < Duration::from_secs(20), "no data file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let config = server.data_dir.parent().unwrap().join("journal.toml");
+    let mut twin = Command::new(env!("CARGO_BIN_EXE_journal-server"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let exit = loop {
+        if let Some(exit) = twin.try_wait().unwrap() {
+            break exit;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = twin.kill();
+            panic!("a second server runs on the same data directory");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    twin.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!exit.success());
+    assert!(
+        stderr.contains("in use by another journal-server"),
+        "{stderr}"
+    );
+
+    // The first one goes on, and what it acknowledges is stored.
+    c.send(b".\r\n");
+    let (code, text) = c.reply();
+    assert_eq!(code, 250, "{text}");
+    let (code, received) = get(&server.data_dir, &queue_id(&text), true);
+    assert_eq!(code, Some(0));
+    assert!(received == body, "stored byte for byte");
 }

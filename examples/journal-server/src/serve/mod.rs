@@ -2,6 +2,7 @@
 //! pipeline thread; one task per connection; graceful shutdown on SIGINT/SIGTERM.
 
 mod connection;
+mod data_lock;
 mod pipeline;
 pub(crate) mod spool;
 mod tls;
@@ -121,6 +122,8 @@ pub(crate) fn serve(args: ServeArgs) -> ExitCode {
 async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), String> {
     let data_dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    // Before anything reads the spool, and held until the server is done with it.
+    let _owner = data_lock::DataDirLock::acquire(&data_dir)?;
     let tls = match (
         &config.server.tls_certificate,
         &config.server.tls_private_key,
