@@ -376,6 +376,9 @@ pub(crate) trait ArchiveStore: Send {
     /// How far an item got (recovery resumes it from there), if the store knows it.
     fn progress(&self, id: &str) -> StoreResult<Option<Progress>>;
 
+    /// The greatest item id the store holds.
+    fn newest_item_id(&self) -> StoreResult<Option<String>>;
+
     /// Items an operator asked to retry (`journal-server retry`), marked `retry`.
     fn retry_requests(&self) -> StoreResult<Vec<String>>;
 
@@ -566,6 +569,13 @@ impl ArchiveStore for SqliteStore {
                 })
             })
             .optional()?)
+    }
+
+    fn newest_item_id(&self) -> StoreResult<Option<String>> {
+        // Queue ids are fixed-width upper-case hex: the greatest string is the greatest id.
+        Ok(self
+            .db
+            .query_row("SELECT MAX(id) FROM items", [], |r| r.get(0))?)
     }
 
     fn retry_requests(&self) -> StoreResult<Vec<String>> {

@@ -46,6 +46,17 @@ fn start(name: &str, server_settings: &str, journal_settings: &str) -> Server {
     );
     let config_path = dir.join("journal.toml");
     std::fs::write(&config_path, config).unwrap();
+    serve(&config_path, data_dir)
+}
+
+/// Starts `serve` again on the data directory (and configuration) of a stopped server.
+fn restart(data_dir: &Path) -> Server {
+    let config_path = data_dir.parent().unwrap().join("journal.toml");
+    serve(&config_path, data_dir.to_path_buf())
+}
+
+/// Runs `serve --config CONFIG_PATH` on an ephemeral port; returns once it listens.
+fn serve(config_path: &Path, data_dir: PathBuf) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_journal-server"))
         .args([
             "serve",
@@ -548,4 +559,46 @@ fn a_second_server_on_a_data_directory_in_use_refuses_to_start() {
     let (code, received) = get(&server.data_dir, &queue_id(&text), true);
     assert_eq!(code, Some(0));
     assert!(received == body, "stored byte for byte");
+}
+
+#[test]
+fn queue_ids_go_on_after_the_newest_item_in_the_archive() {
+    let server = start_clear_text("ids");
+    let mut c = Client::connect(server.port);
+    c.cmd("EHLO client.example");
+    let first = send_data(&mut c, b"Subject: first\r\n\r\nhi\r\n");
+    let data_dir = server.data_dir.clone();
+    let db = rusqlite::Connection::open(data_dir.join("archive.sqlite3")).unwrap();
+    let stored = |db: &rusqlite::Connection| {
+        db.query_row("SELECT COUNT(*) FROM items WHERE id = ?1", [&first], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap()
+            == 1
+    };
+    let start = Instant::now();
+    while !stored(&db) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{first} never stored"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(c);
+    drop(server);
+    // The archive's newest item an hour ahead of this clock, as after the clock went back (the
+    // spool's live segments, which recovery reads, know nothing newer than `first`).
+    let ahead = format!(
+        "{:016X}",
+        u64::from_str_radix(&first, 16).unwrap() + (3_600_000 << 20)
+    );
+    db.execute("UPDATE items SET id = ?1 WHERE id = ?2", [&ahead, &first])
+        .unwrap();
+    drop(db);
+
+    let server = restart(&data_dir);
+    let mut c = Client::connect(server.port);
+    c.cmd("EHLO client.example");
+    let next = send_data(&mut c, b"Subject: next\r\n\r\nhi\r\n");
+    assert!(next > ahead, "{next} repeats or precedes {ahead}");
 }

@@ -138,6 +138,7 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
     };
 
     let mut store = SqliteStore::open(&data_dir)?;
+    let newest_item = store.newest_item_id().map_err(|e| e.to_string())?;
     let connectors: Vec<_> = config
         .journal
         .iter()
@@ -173,6 +174,9 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
     let (spool, recovery) = pipeline
         .recover(|on_record| spool::Spool::open(&data_dir, limits, on_record))
         .map_err(|e| format!("spool: {e}"))?;
+    if let Some(newest) = newest_item.as_deref().and_then(spool::parse_id) {
+        spool.ids_after(newest);
+    }
     pipeline.retire_from(spool.segments());
     tracing::info!(
         committed = recovery.committed,

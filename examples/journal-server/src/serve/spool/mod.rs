@@ -300,6 +300,15 @@ impl Spool {
         self.segments.clone()
     }
 
+    /// Hands out only ids after `id` from now on. Ids are time-based and recovery sees only
+    /// the live segments: after a restart with every segment retired and a clock set back
+    /// (a restored VM, an NTP step), new ids could repeat ones the archive store already
+    /// holds, so the server passes the newest of those here before it accepts anything.
+    pub(crate) fn ids_after(&self, id: u64) {
+        self.next_id
+            .fetch_max(id.saturating_add(1), Ordering::Relaxed);
+    }
+
     fn new_id(&self) -> u64 {
         let now = crate::clock::now().0 << 20;
         let mut current = self.next_id.load(Ordering::Relaxed);
@@ -741,6 +750,19 @@ mod tests {
         let second = spool.commit(second, record).await.unwrap().0;
         let first = first.await.unwrap();
         assert!(second.log_offset > first.log_offset);
+    }
+
+    #[test]
+    fn ids_go_on_after_the_newest_the_archive_holds_whatever_the_clock_says() {
+        let dir = temp_dir("ids-after");
+        let (spool, _, _) = open(&dir);
+        // As if the clock had gone back an hour since the archive's newest item.
+        let newest = (crate::clock::now().0 + 3_600_000) << 20;
+        spool.ids_after(newest);
+        assert_eq!(spool.begin().unwrap().id(), newest + 1);
+        assert_eq!(spool.begin().unwrap().id(), newest + 2);
+        spool.ids_after(1);
+        assert_eq!(spool.begin().unwrap().id(), newest + 3, "never back");
     }
 
     #[tokio::test]
