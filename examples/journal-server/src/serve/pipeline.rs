@@ -136,17 +136,48 @@ struct Location {
     log_offset: Option<u64>,
 }
 
-/// What parsing one item produced.
-enum Parsed {
+/// What parsing one item produced; `C` is how its archived form is held.
+enum Parsed<C = Content> {
     Drop {
         reason: &'static str,
         display_sender: Option<String>,
     },
     Keep {
         archival: Archival,
-        content: Vec<u8>,
+        content: C,
         display_sender: Option<String>,
     },
+}
+
+/// Where an item's archived form is in the bytes it was parsed from.
+enum Span {
+    /// This stretch of them: the message as received, or the original inside a report as
+    /// it was attached (most items).
+    Part(std::ops::Range<usize>),
+    /// Bytes of its own: decoded from the report, or with the journal headers taken out.
+    /// Empty when the content was not asked for.
+    Own(Vec<u8>),
+}
+
+/// An item's archived form, held without copying it out of the item's bytes: archiving a
+/// 150 MB message needs the message once in memory, not twice.
+enum Content {
+    /// A stretch of the item's bytes.
+    Part {
+        bytes: Vec<u8>,
+        range: std::ops::Range<usize>,
+    },
+    /// Bytes of its own.
+    Own(Vec<u8>),
+}
+
+impl Content {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Content::Part { bytes, range } => &bytes[range.clone()],
+            Content::Own(bytes) => bytes,
+        }
+    }
 }
 
 impl Pipeline {
@@ -595,7 +626,7 @@ impl Pipeline {
                             archival, content, ..
                         }) => self
                             .store
-                            .put_content(&archival.content_sha256, &content)
+                            .put_content(&archival.content_sha256, content.as_slice())
                             .and_then(|()| {
                                 self.store.merge(&name, &target, &archival, attempts, now.0)
                             }),
@@ -657,7 +688,7 @@ impl Pipeline {
                 archival, content, ..
             }) => self
                 .store
-                .put_content(&archival.content_sha256, &content)
+                .put_content(&archival.content_sha256, content.as_slice())
                 .map_err(|e| e.to_string())
                 .and_then(|()| {
                     self.store
@@ -691,7 +722,7 @@ impl Pipeline {
                 archival, content, ..
             }) if archival.content_sha256 == *sha256 => self
                 .store
-                .put_content(sha256, &content)
+                .put_content(sha256, content.as_slice())
                 .map_err(|e| e.to_string()),
             Ok(_) => Err("the spooled message no longer gives that archived form".to_owned()),
             Err(e) => Err(e),
@@ -720,8 +751,20 @@ impl Pipeline {
         location: Location,
         with_content: bool,
     ) -> Result<Parsed, String> {
-        let bytes = match self.handed.get(&id) {
-            Some(data) => std::borrow::Cow::Borrowed(data.as_slice()),
+        // The content is asked for last in an item's life (to archive it): handed bytes are
+        // then taken, to hold the archived form without a copy.
+        let handed = if with_content {
+            self.handed.remove(&id).map(|data| {
+                self.handoff.release(data.len());
+                std::borrow::Cow::Owned(data)
+            })
+        } else {
+            self.handed
+                .get(&id)
+                .map(|data| std::borrow::Cow::Borrowed(data.as_slice()))
+        };
+        let bytes = match handed {
+            Some(bytes) => bytes,
             None => std::borrow::Cow::Owned(
                 read_back(&mut self.log, &self.data_dir, id, location)
                     .map_err(|e| format!("spool: {e}"))?,
@@ -729,10 +772,34 @@ impl Pipeline {
         };
         let journal = &self.policy.journals[location.journal];
         let policy = &self.policy;
-        catch_unwind(AssertUnwindSafe(|| {
+        let parsed = catch_unwind(AssertUnwindSafe(|| {
             classify(policy, journal, &bytes, with_content)
         }))
-        .map_err(|_| "the parser panicked".to_owned())
+        .map_err(|_| "the parser panicked".to_owned())?;
+        Ok(match parsed {
+            Parsed::Drop {
+                reason,
+                display_sender,
+            } => Parsed::Drop {
+                reason,
+                display_sender,
+            },
+            Parsed::Keep {
+                archival,
+                content,
+                display_sender,
+            } => Parsed::Keep {
+                archival,
+                content: match content {
+                    Span::Part(range) => Content::Part {
+                        bytes: bytes.into_owned(),
+                        range,
+                    },
+                    Span::Own(own) => Content::Own(own),
+                },
+                display_sender,
+            },
+        })
     }
 }
 
@@ -759,9 +826,9 @@ fn read_back(
     spool::read_inline(file, &name, location.segment, offset)
 }
 
-/// Parses and classifies one item; the archived bytes and their hash only `with_content`
+/// Parses and classifies one item; the archived form and its hash only `with_content`
 /// (matching needs the key, not the content).
-fn classify(policy: &Policy, journal: &Journal, bytes: &[u8], with_content: bool) -> Parsed {
+fn classify(policy: &Policy, journal: &Journal, bytes: &[u8], with_content: bool) -> Parsed<Span> {
     let d = &journal.definition;
     let options = ParseOptions {
         journal_type: match d.journal_type {
@@ -786,9 +853,13 @@ fn classify(policy: &Policy, journal: &Journal, bytes: &[u8], with_content: bool
         },
         ArchiveDecision::Archive { mailboxes } => {
             let content = if with_content {
-                item.archived_message(&options).into_owned()
+                span_in(bytes, item.archived_message(&options))
             } else {
-                Vec::new()
+                Span::Own(Vec::new())
+            };
+            let archived = match &content {
+                Span::Part(range) => &bytes[range.clone()],
+                Span::Own(own) => own.as_slice(),
             };
             let archival = Archival {
                 message_id: item.message_id().map(str::to_owned),
@@ -797,7 +868,7 @@ fn classify(policy: &Policy, journal: &Journal, bytes: &[u8], with_content: bool
                 sender: item.sender().map(str::to_owned),
                 format: item.format().as_str().to_owned(),
                 content_sha256: if with_content {
-                    spool::hex(&Sha256::digest(&content))
+                    spool::hex(&Sha256::digest(archived))
                 } else {
                     String::new()
                 },
@@ -819,6 +890,22 @@ fn classify(policy: &Policy, journal: &Journal, bytes: &[u8], with_content: bool
                 display_sender,
             }
         }
+    }
+}
+
+/// Where `message` is in `bytes`, when it borrows from them.
+fn span_in(bytes: &[u8], message: std::borrow::Cow<'_, [u8]>) -> Span {
+    match message {
+        std::borrow::Cow::Borrowed(part) => {
+            // A borrowed archived form is a subslice of the parsed bytes; its place follows
+            // from the addresses (compared as numbers: no pointer is dereferenced).
+            let start = (part.as_ptr() as usize).wrapping_sub(bytes.as_ptr() as usize);
+            match bytes.get(start..start.wrapping_add(part.len())) {
+                Some(found) if std::ptr::eq(found, part) => Span::Part(start..start + part.len()),
+                _ => Span::Own(part.to_vec()),
+            }
+        }
+        std::borrow::Cow::Owned(own) => Span::Own(own),
     }
 }
 
@@ -855,6 +942,29 @@ mod tests {
             Duration::seconds(1),
             Arc::default(),
         )
+    }
+
+    #[test]
+    fn an_archived_form_borrowed_from_the_item_is_a_span_of_it_not_a_copy() {
+        use std::borrow::Cow;
+        let bytes = b"Received: x\r\n\r\noriginal message".to_vec();
+        assert!(matches!(
+            span_in(&bytes, Cow::Borrowed(&bytes[15..])),
+            Span::Part(range) if range == (15..bytes.len())
+        ));
+        assert!(matches!(
+            span_in(&bytes, Cow::Borrowed(&bytes[..])),
+            Span::Part(range) if range == (0..bytes.len())
+        ));
+        let elsewhere = b"original message".to_vec();
+        assert!(matches!(
+            span_in(&bytes, Cow::Borrowed(&elsewhere)),
+            Span::Own(own) if own == elsewhere
+        ));
+        assert!(matches!(
+            span_in(&bytes, Cow::Owned(b"decoded".to_vec())),
+            Span::Own(own) if own == b"decoded"
+        ));
     }
 
     /// The SHA-256 of an item's archived form, as the store recorded it.
