@@ -191,11 +191,14 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
     }
     let (pipeline_tx, pipeline_rx) = std::sync::mpsc::channel();
     let pipeline_stop = pipeline.stop_flag();
+    let pipeline_died = Arc::new(tokio::sync::Notify::new());
+    let alarm = DeathAlarm::armed(pipeline_died.clone());
     let pipeline_thread = std::thread::Builder::new()
         .name("pipeline".into())
         .spawn(move || {
             pipeline::run_in_background();
-            pipeline.run(pipeline_rx)
+            pipeline.run(pipeline_rx);
+            alarm.disarm();
         })
         .map_err(|e| e.to_string())?;
 
@@ -239,7 +242,16 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
             shutdown_rx.clone(),
         ));
     }
-    wait_for_signal().await;
+    // A pipeline that died (a panic outside the parser's guard) would leave the server taking
+    // mail that nothing archives, unnoticed: stop instead, so that a restart (a service
+    // manager's) recovers every item from the spool.
+    let failure = tokio::select! {
+        () = wait_for_signal() => None,
+        () = pipeline_died.notified() => {
+            tracing::error!("the archiving pipeline stopped unexpectedly: shutting down");
+            Some("the archiving pipeline stopped unexpectedly".to_owned())
+        }
+    };
     tracing::info!("shutting down: no new connections, finishing sessions");
     let _ = shutdown_tx.send(true);
     let deadline = tokio::time::sleep(std::time::Duration::from_secs(30));
@@ -257,7 +269,31 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
     drop(shared);
     let _ = tokio::task::spawn_blocking(move || pipeline_thread.join()).await;
     tracing::info!("stopped");
-    Ok(())
+    failure.map_or(Ok(()), Err)
+}
+
+/// Raises its alarm when dropped armed: by a thread that ends without disarming it, a panic's
+/// unwinding included.
+struct DeathAlarm(Option<Arc<tokio::sync::Notify>>);
+
+impl DeathAlarm {
+    fn armed(alarm: Arc<tokio::sync::Notify>) -> DeathAlarm {
+        DeathAlarm(Some(alarm))
+    }
+
+    /// The thread ended as it should.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for DeathAlarm {
+    fn drop(&mut self) {
+        if let Some(alarm) = self.0.take() {
+            // Kept until someone waits, if no one does yet.
+            alarm.notify_one();
+        }
+    }
 }
 
 async fn wait_for_signal() {
@@ -365,4 +401,31 @@ async fn accept_loop(
     }
     // Let sessions finish their commits; they answer new commands with 421.
     while sessions.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_thread_that_panics_raises_its_alarm_and_one_that_ends_well_does_not() {
+        let alarm = Arc::new(tokio::sync::Notify::new());
+        let armed = DeathAlarm::armed(alarm.clone());
+        let ended = std::thread::spawn(move || {
+            let _armed = armed;
+            panic!("a bug outside the parser's guard");
+        })
+        .join();
+        assert!(ended.is_err());
+        tokio::time::timeout(std::time::Duration::from_secs(5), alarm.notified())
+            .await
+            .expect("the alarm was raised");
+
+        let quiet = Arc::new(tokio::sync::Notify::new());
+        let armed = DeathAlarm::armed(quiet.clone());
+        std::thread::spawn(move || armed.disarm()).join().unwrap();
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_millis(200), quiet.notified()).await;
+        assert!(waited.is_err(), "no alarm for a thread that ended well");
+    }
 }
