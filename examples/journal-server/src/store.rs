@@ -256,6 +256,13 @@ fn pending_dir(content_dir: &Path) -> PathBuf {
 /// The stored content with this hash, pending or durable (for `get`, while the server may
 /// move it from one to the other: pending is looked at first, so a move in between is seen).
 pub(crate) fn read_content(data_dir: &Path, sha256: &str) -> io::Result<Vec<u8>> {
+    // The hash comes from the database: it names a file, and must never be a path.
+    if !is_content_name(sha256) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not a content hash: {sha256:?}"),
+        ));
+    }
     let content_dir = data_dir.join("archive");
     match fs::read(pending_dir(&content_dir).join(sha256)) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -798,6 +805,7 @@ mod tests {
             store.put_content("../x", a).is_err(),
             "a hash names a file, never a path"
         );
+        assert!(read_content(&dir, "../archive.sqlite3").is_err());
 
         // A crash: one pending file survived whole, one did not, one never got its name.
         store.put_content(&sha_b, b).unwrap();
