@@ -360,6 +360,11 @@ impl Pipeline {
             return;
         };
         let d = &journal.definition;
+        let location = Location {
+            journal: index,
+            segment: record.segment,
+            log_offset: record.log_offset,
+        };
         let sender = record.mail_from.clone().unwrap_or_else(|| "<>".into());
         let recipient = journal.service_address.to_string();
         let item = NewItem {
@@ -394,11 +399,6 @@ impl Pipeline {
             if let Some(sha256) = progress.content_sha256.as_deref().filter(|s| !s.is_empty())
                 && !self.store.has_content(sha256)
             {
-                let location = Location {
-                    journal: index,
-                    segment: record.segment,
-                    log_offset: record.log_offset,
-                };
                 self.restore_content(ItemId(id), location, sha256);
             }
             return;
@@ -426,11 +426,6 @@ impl Pipeline {
             _ => self.queue.enqueue(meta, now),
         };
         if queued.is_ok() {
-            let location = Location {
-                journal: index,
-                segment: record.segment,
-                log_offset: record.log_offset,
-            };
             self.journals.insert(ItemId(id), location);
             if let Some(Progress { state, reason, .. }) = progress
                 && state == "failed"
