@@ -19,10 +19,8 @@
 
 use std::cell::Cell;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-
-use sha2::{Digest, Sha256};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -279,19 +277,8 @@ fn is_content_name(name: &str) -> bool {
 
 /// The SHA-256 of a file, streamed.
 fn file_sha256(path: &Path) -> io::Result<String> {
-    let mut file = fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = match file.read(&mut buf) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            read => read?,
-        };
-        if n == 0 {
-            return Ok(crate::serve::spool::hex(&hasher.finalize()));
-        }
-        hasher.update(&buf[..n]);
-    }
+    let (_, sha) = crate::serve::spool::sha256_of(&mut fs::File::open(path)?)?;
+    Ok(sha)
 }
 
 /// After a crash, pending content may be missing, short or garbage (it was never synced):
@@ -768,6 +755,7 @@ pub(crate) fn request_retry(data_dir: &Path, id: &str) -> rusqlite::Result<bool>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     fn temp_dir(name: &str) -> PathBuf {
         crate::testing::temp_dir(&format!("store-{name}"))

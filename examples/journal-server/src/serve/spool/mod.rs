@@ -604,6 +604,14 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// The length and SHA-256 (hex) of everything `bytes` yields, streamed: a large message is
+/// never held in memory to be hashed.
+pub(crate) fn sha256_of(bytes: &mut impl io::Read) -> io::Result<(u64, String)> {
+    let mut hasher = Sha256::new();
+    let size = io::copy(bytes, &mut hasher)?;
+    Ok((size, hex(&hasher.finalize())))
+}
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);

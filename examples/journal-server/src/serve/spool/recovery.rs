@@ -13,11 +13,9 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
-
 use super::frame::{self, Frame};
 use super::segments::{self, Place};
-use super::{Record, hex, sync_dir};
+use super::{Record, sha256_of, sync_dir};
 
 /// What recovery found (the records themselves went to the caller one by one).
 #[derive(Debug, Default)]
@@ -135,12 +133,9 @@ fn recover_segment(
     Ok(pos)
 }
 
-/// True when `bytes` are the message `record` describes: its size and SHA-256. Streams, so a
-/// large message's data file is never held in memory.
+/// True when `bytes` are the message `record` describes: its size and SHA-256 (streamed).
 fn matches(record: &Record, bytes: &mut impl Read) -> bool {
-    let mut hasher = Sha256::new();
-    io::copy(bytes, &mut hasher)
-        .is_ok_and(|size| size == record.size && hex(&hasher.finalize()) == record.sha256)
+    sha256_of(bytes).is_ok_and(|(size, sha)| size == record.size && sha == record.sha256)
 }
 
 /// Copies bytes `range` of `log` to `quarantine/NAME`, streaming: a damaged tail can be most
