@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+mod common;
+
 const KILLS: usize = 20;
 const CLIENTS: usize = 4;
 
@@ -192,6 +194,13 @@ fn item_states(data_dir: &Path) -> HashMap<String, String> {
         .collect()
 }
 
+/// The SHA-256 of what `journal-server get` prints for `id` (as received, or archived).
+fn got_sha256(data_dir: &Path, id: &str, as_received: bool) -> String {
+    let (code, out) = common::get(data_dir, id, as_received);
+    assert_eq!(code, Some(0), "get {id} (as received: {as_received})");
+    hex(&Sha256::digest(&out))
+}
+
 /// The rows of a two-column query of the archive store, read-only.
 fn store_pairs(data_dir: &Path, sql: &str) -> Vec<(String, String)> {
     rusqlite::Connection::open_with_flags(
@@ -339,18 +348,7 @@ fn every_acknowledged_message_survives_kill_9() {
     );
     // And every acknowledged message can be had back as received, retired segment or not.
     for (id, sha) in acked.lock().unwrap().iter() {
-        let out = Command::new(env!("CARGO_BIN_EXE_journal-server"))
-            .args([
-                "get",
-                "--data-dir",
-                data_dir.to_str().unwrap(),
-                id,
-                "--as-received",
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "get --as-received {id}");
-        assert_eq!(&hex(&Sha256::digest(&out.stdout)), sha, "{id} as received");
+        assert_eq!(&got_sha256(&data_dir, id, true), sha, "{id} as received");
     }
     // And every archived item's archived form is there (content is made durable in batches,
     // and whatever a kill cut short is archived again from the spool).
@@ -360,20 +358,7 @@ fn every_acknowledged_message_survives_kill_9() {
     );
     assert!(!archived.is_empty(), "nothing was archived");
     for (id, sha) in &archived {
-        let out = Command::new(env!("CARGO_BIN_EXE_journal-server"))
-            .args(["get", "--data-dir", data_dir.to_str().unwrap(), id])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "get {id}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(
-            &hex(&Sha256::digest(&out.stdout)),
-            sha,
-            "{id} archived form"
-        );
+        assert_eq!(&got_sha256(&data_dir, id, false), sha, "{id} archived form");
     }
     let acked = acked_ids.len();
     assert!(

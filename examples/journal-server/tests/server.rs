@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::get;
+
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus/eej");
 const PASSWORD: &str = "correct-horse-battery-staple";
 
@@ -175,18 +178,6 @@ fn wait_for_state(data_dir: &Path, id: &str, state: &str) -> serde_json::Value {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn get(data_dir: &Path, id: &str, as_received: bool) -> (Option<i32>, Vec<u8>) {
-    let mut args = vec!["get", "--data-dir", data_dir.to_str().unwrap(), id];
-    if as_received {
-        args.push("--as-received");
-    }
-    let out = Command::new(env!("CARGO_BIN_EXE_journal-server"))
-        .args(&args)
-        .output()
-        .unwrap();
-    (out.status.code(), out.stdout)
 }
 
 fn queue_id(reply: &str) -> String {
