@@ -31,7 +31,7 @@ pub(crate) use segments::{Segments, Usage};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 
 use serde::{Deserialize, Serialize};
@@ -39,7 +39,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use frame::{FRAME_HEAD, MAX_RECORD_JSON};
-use linger::{Linger, Receiving};
+use linger::{InFlight, Linger, Receiving};
 use segments::Active;
 
 /// Messages up to this size travel inside their commit record (one shared sync); larger ones
@@ -239,7 +239,7 @@ pub(crate) struct Spool {
     next_id: AtomicU64,
     committer: mpsc::Sender<CommitRequest>,
     /// Messages being received, which the committer may wait for (see [`Receiving`]).
-    receiving: Arc<AtomicUsize>,
+    receiving: Arc<InFlight>,
     /// The committer thread, joined when the spool goes.
     committer_thread: Option<std::thread::JoinHandle<()>>,
     segments: Arc<Segments>,
@@ -268,7 +268,7 @@ impl Spool {
         let segments = Arc::new(segments);
         let (tx, rx) = mpsc::channel::<CommitRequest>();
         let data_dir = segments::Place::Live.data_dir(&root);
-        let receiving = Arc::new(AtomicUsize::new(0));
+        let receiving = Arc::new(InFlight::default());
         let committer_state = Committer {
             active,
             segments: segments.clone(),
@@ -404,16 +404,15 @@ impl Spool {
         }
         let head = frame::frame_head(&json, inline.as_deref().unwrap_or_default());
         let (done, wait) = oneshot::channel();
-        // Before the send: a committer that sees this request never waits for it as well.
+        let sent = self.committer.send(CommitRequest {
+            head,
+            json,
+            inline,
+            done,
+        });
+        // After the send: a committer this wakes finds the request.
         drop(receiving);
-        self.committer
-            .send(CommitRequest {
-                head,
-                json,
-                inline,
-                done,
-            })
-            .map_err(|_| CommitError::Io(io::Error::other("committer stopped")))?;
+        sent.map_err(|_| CommitError::Io(io::Error::other("committer stopped")))?;
         match wait.await {
             Ok(Ok(placed)) => {
                 record.segment = placed.segment;
@@ -501,7 +500,7 @@ struct Committer {
     segment_bytes: u64,
     data_dir: PathBuf,
     /// Messages being received, which a batch may wait for.
-    receiving: Arc<AtomicUsize>,
+    receiving: Arc<InFlight>,
     linger: Linger,
 }
 
