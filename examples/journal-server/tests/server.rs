@@ -553,6 +553,66 @@ fn a_second_server_on_a_data_directory_in_use_refuses_to_start() {
 }
 
 #[test]
+fn a_spool_that_can_no_longer_sync_stops_the_server_and_a_restart_recovers_it() {
+    let mut server = start_clear_text("sync-fails");
+    let mut c = Client::connect(server.port);
+    c.cmd("EHLO client.example");
+    let before = send_data(&mut c, b"Subject: before\r\n\r\nhi\r\n");
+    // A large message's data file: its directory is synced with the message's batch. Moved
+    // away, that sync fails for real, as a failing disk's would.
+    assert_eq!(c.cmd("MAIL FROM:<>").0, 250);
+    assert_eq!(c.cmd("RCPT TO:<journaling@journal.contoso.com>").0, 250);
+    assert_eq!(c.cmd("DATA").0, 354);
+    let line = [b"y".repeat(998).as_slice(), b"\r\n"].concat();
+    c.send(&[b"Subject: large\r\n\r\n".as_slice(), &line.repeat(1500)].concat());
+    let data = server.data_dir.join("spool/data");
+    let start = Instant::now();
+    while std::fs::read_dir(&data).unwrap().count() == 0 {
+        assert!(start.elapsed() < Duration::from_secs(20), "no data file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let moved = server.data_dir.join("spool/data.moved");
+    std::fs::rename(&data, &moved).unwrap();
+    c.send(b".\r\n");
+    let (code, text) = c.reply();
+    assert_eq!(
+        code / 100,
+        4,
+        "a message that was not synced: {code} {text}"
+    );
+
+    // Staying up would refuse every message until someone restarted it: it stops instead.
+    let start = Instant::now();
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "still running with a spool that cannot sync"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(exit.code(), Some(1));
+
+    std::fs::rename(&moved, &data).unwrap();
+    let server = restart(&server.data_dir);
+    let (code, received) = get(&server.data_dir, &before, true);
+    assert_eq!(code, Some(0));
+    assert!(
+        received.ends_with(b"hi\r\n"),
+        "acknowledged before the failure"
+    );
+    let mut c = Client::connect(server.port);
+    c.cmd("EHLO client.example");
+    let after = send_data(
+        &mut c,
+        b"From: a@contoso.com\r\nSubject: after\r\n\r\nagain\r\n",
+    );
+    wait_for_state(&server.data_dir, &after, "archived");
+}
+
+#[test]
 fn queue_ids_go_on_after_the_newest_item_in_the_archive() {
     let server = start_clear_text("ids");
     let mut c = Client::connect(server.port);

@@ -1,6 +1,7 @@
 //! `journal-server serve`: wiring only. Configuration → policy; TLS; spool recovery; the
 //! pipeline thread; one task per connection; graceful shutdown on SIGINT/SIGTERM.
 
+mod alarm;
 mod connection;
 mod data_lock;
 mod pipeline;
@@ -20,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::store::{ArchiveStore, SqliteStore};
+use alarm::DeathAlarm;
 
 /// Connections one client address may hold at once.
 const MAX_CONNECTIONS_PER_CLIENT: usize = 50;
@@ -244,12 +246,19 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
     }
     // A pipeline that died (a panic outside the parser's guard) would leave the server taking
     // mail that nothing archives, unnoticed: stop instead, so that a restart (a service
-    // manager's) recovers every item from the spool.
+    // manager's) recovers every item from the spool. The same for a spool that can no longer
+    // sync.
     let failure = tokio::select! {
         () = wait_for_signal() => None,
         () = pipeline_died.notified() => {
             tracing::error!("the archiving pipeline stopped unexpectedly: shutting down");
             Some("the archiving pipeline stopped unexpectedly".to_owned())
+        }
+        // Sessions already refuse every message (451); a service manager's restart lets
+        // recovery make the log trustworthy again, where staying up would refuse mail forever.
+        () = shared.spool.unusable() => {
+            tracing::error!("the spool can no longer make messages durable: shutting down");
+            Some("the spool can no longer make messages durable (see the log); a restart recovers it".to_owned())
         }
     };
     tracing::info!("shutting down: no new connections, finishing sessions");
@@ -270,30 +279,6 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
     let _ = tokio::task::spawn_blocking(move || pipeline_thread.join()).await;
     tracing::info!("stopped");
     failure.map_or(Ok(()), Err)
-}
-
-/// Raises its alarm when dropped armed: by a thread that ends without disarming it, a panic's
-/// unwinding included.
-struct DeathAlarm(Option<Arc<tokio::sync::Notify>>);
-
-impl DeathAlarm {
-    fn armed(alarm: Arc<tokio::sync::Notify>) -> DeathAlarm {
-        DeathAlarm(Some(alarm))
-    }
-
-    /// The thread ended as it should.
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for DeathAlarm {
-    fn drop(&mut self) {
-        if let Some(alarm) = self.0.take() {
-            // Kept until someone waits, if no one does yet.
-            alarm.notify_one();
-        }
-    }
 }
 
 async fn wait_for_signal() {
@@ -401,31 +386,4 @@ async fn accept_loop(
     }
     // Let sessions finish their commits; they answer new commands with 421.
     while sessions.join_next().await.is_some() {}
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_thread_that_panics_raises_its_alarm_and_one_that_ends_well_does_not() {
-        let alarm = Arc::new(tokio::sync::Notify::new());
-        let armed = DeathAlarm::armed(alarm.clone());
-        let ended = std::thread::spawn(move || {
-            let _armed = armed;
-            panic!("a bug outside the parser's guard");
-        })
-        .join();
-        assert!(ended.is_err());
-        tokio::time::timeout(std::time::Duration::from_secs(5), alarm.notified())
-            .await
-            .expect("the alarm was raised");
-
-        let quiet = Arc::new(tokio::sync::Notify::new());
-        let armed = DeathAlarm::armed(quiet.clone());
-        std::thread::spawn(move || armed.disarm()).join().unwrap();
-        let waited =
-            tokio::time::timeout(std::time::Duration::from_millis(200), quiet.notified()).await;
-        assert!(waited.is_err(), "no alarm for a thread that ended well");
-    }
 }

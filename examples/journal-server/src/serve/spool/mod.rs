@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
+use super::alarm::DeathAlarm;
 use frame::{FRAME_HEAD, MAX_RECORD_JSON};
 use linger::{InFlight, Linger, Receiving};
 use segments::Active;
@@ -247,6 +248,8 @@ pub(crate) struct Spool {
     reserve_bytes: u64,
     /// The last free-space check, refreshed at most once a second.
     space: std::sync::Mutex<(Option<std::time::Instant>, bool)>,
+    /// Raised once the committer can no longer make anything durable (see [`Spool::unusable`]).
+    unusable: Arc<tokio::sync::Notify>,
 }
 
 impl Spool {
@@ -269,6 +272,7 @@ impl Spool {
         let (tx, rx) = mpsc::channel::<CommitRequest>();
         let data_dir = segments::Place::Live.data_dir(&root);
         let receiving = Arc::new(InFlight::default());
+        let unusable = Arc::new(tokio::sync::Notify::new());
         let committer_state = Committer {
             active,
             segments: segments.clone(),
@@ -276,10 +280,15 @@ impl Spool {
             data_dir: data_dir.clone(),
             receiving: receiving.clone(),
             linger: Linger::new(limits.max_commit_linger),
+            unusable: unusable.clone(),
         };
+        let alarm = DeathAlarm::armed(unusable.clone());
         let committer_thread = std::thread::Builder::new()
             .name("spool-commit".into())
-            .spawn(move || committer_state.run(rx))?;
+            .spawn(move || {
+                committer_state.run(rx);
+                alarm.disarm();
+            })?;
         Ok((
             Spool {
                 data_dir,
@@ -290,9 +299,17 @@ impl Spool {
                 segments,
                 reserve_bytes: limits.reserve_bytes,
                 space: std::sync::Mutex::new((None, false)),
+                unusable,
             },
             recovery,
         ))
+    }
+
+    /// Completes once the spool can no longer make messages durable: a sync failed (after
+    /// which nothing in the log can be trusted until a restart recovers it) or the committer
+    /// thread ended unexpectedly. Every commit is refused from then on; the server should stop.
+    pub(crate) fn unusable(&self) -> tokio::sync::futures::Notified<'_> {
+        self.unusable.notified()
     }
 
     /// The live segments' bookkeeping, for whoever retires them.
@@ -502,6 +519,8 @@ struct Committer {
     /// Messages being received, which a batch may wait for.
     receiving: Arc<InFlight>,
     linger: Linger,
+    /// Raised when this committer starts refusing every commit.
+    unusable: Arc<tokio::sync::Notify>,
 }
 
 impl Committer {
@@ -588,6 +607,7 @@ impl Committer {
     /// Answers every further request with a failure, until the spool goes.
     fn refuse_all(&self, rx: &mpsc::Receiver<CommitRequest>, cause: &io::Error) {
         tracing::error!(error = %cause, "spool log unusable: refusing every commit until restart");
+        self.unusable.notify_one();
         let failed = Failed {
             storage_full: false,
             message: format!("spool log failed earlier: {cause}"),
@@ -1145,6 +1165,45 @@ mod tests {
             let ids: Vec<_> = records.iter().map(|r| r.id.clone()).collect();
             assert_eq!(ids, [before.id, after.id]);
         });
+    }
+
+    #[tokio::test]
+    async fn a_failed_sync_refuses_every_commit_until_a_restart_and_raises_the_alarm() {
+        let dir = temp_dir("sync-fails");
+        let (spool, _, _) = open(&dir);
+        let before = commit_bytes(&spool, b"before").await;
+        // A large message has a data file, whose directory is synced with its batch: with the
+        // directory moved away, that sync fails for real.
+        let mut w = spool.begin().unwrap();
+        w.write(&vec![b'x'; INLINE_LIMIT + 1]).unwrap();
+        let data = segments::Place::Live.data_dir(&dir.join("spool"));
+        let elsewhere = dir.join("elsewhere");
+        fs::rename(&data, &elsewhere).unwrap();
+        let r = record(w.id());
+        assert!(spool.commit(w, r).await.is_err(), "acknowledged unsynced");
+        tokio::time::timeout(std::time::Duration::from_secs(10), spool.unusable())
+            .await
+            .expect("the spool did not say it is unusable");
+        fs::rename(&elsewhere, &data).unwrap();
+        // Nothing more is taken, even with the directory back: after a failed sync the log
+        // cannot be trusted until recovery has read it again.
+        let mut w = spool.begin().unwrap();
+        w.write(b"refused").unwrap();
+        let r = record(w.id());
+        assert!(
+            spool.commit(w, r).await.is_err(),
+            "took a message after a failed sync"
+        );
+        drop(spool);
+
+        let (spool, _, records) = open(&dir);
+        assert_eq!(records.first().map(|r| r.id.clone()), Some(before.id));
+        assert!(
+            !records.iter().any(|r| r.size == 7),
+            "a refused message was recovered"
+        );
+        let after = commit_bytes(&spool, b"after").await;
+        assert_eq!(after.size, 5, "a restart makes the spool usable again");
     }
 
     #[test]
