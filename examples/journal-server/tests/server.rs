@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -20,6 +21,23 @@ struct Server {
     port: u16,
     data_dir: PathBuf,
     cert: PathBuf,
+    /// What the server logged (stderr), as it arrives.
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Waits until the log has said `needle` `times` times.
+    fn wait_for_log(&self, needle: &str, times: usize) {
+        let start = Instant::now();
+        while self.log.lock().unwrap().matches(needle).count() < times {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the log never said {needle:?} {times} times: {}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Server {
@@ -71,9 +89,20 @@ fn serve(config_path: &Path, data_dir: PathBuf) -> Server {
             "1",
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Drained as it comes: a full pipe would stall the server's logging.
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut port, mut cert) = (0, PathBuf::new());
     for line in lines.by_ref() {
@@ -92,6 +121,7 @@ fn serve(config_path: &Path, data_dir: PathBuf) -> Server {
         port,
         data_dir,
         cert,
+        log,
     }
 }
 
@@ -610,6 +640,80 @@ fn a_spool_that_can_no_longer_sync_stops_the_server_and_a_restart_recovers_it() 
         b"From: a@contoso.com\r\nSubject: after\r\n\r\nagain\r\n",
     );
     wait_for_state(&server.data_dir, &after, "archived");
+}
+
+/// STARTTLS, then a handshake that trusts only `trusted` (PEM): whether the server's
+/// certificate is that one.
+fn handshake_trusting(port: u16, trusted: &str) -> Result<(), String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut c = Client::connect(port);
+    c.cmd("EHLO client.example");
+    assert_eq!(c.cmd("STARTTLS").0, 220);
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(trusted.as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut tls =
+        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+    while tls.is_handshaking() {
+        tls.complete_io(&mut c.stream).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+#[test]
+fn sighup_reloads_the_tls_certificate_and_an_unusable_pair_keeps_the_current_one() {
+    let files = temp_dir("reload-cert-files");
+    let (cert, key) = (files.join("cert.pem"), files.join("key.pem"));
+    let install = |with_key: bool| {
+        let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(&cert, pair.cert.pem()).unwrap();
+        if with_key {
+            std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
+        }
+        pair.cert.pem()
+    };
+    let first = install(true);
+    let server = start(
+        "reload-cert",
+        &format!(
+            "tls_certificate = \"{}\"\ntls_private_key = \"{}\"",
+            cert.display(),
+            key.display()
+        ),
+        "additional_source_ip_ranges = [\"127.0.0.0/8\"]",
+    );
+    let hangup = || {
+        let sent = Command::new("kill")
+            .args(["-HUP", &server.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    handshake_trusting(server.port, &first).expect("the configured certificate");
+
+    // Renewed: new clients get the new certificate, without a restart.
+    let second = install(true);
+    hangup();
+    server.wait_for_log("TLS certificate reloaded", 1);
+    handshake_trusting(server.port, &second).expect("the renewed certificate");
+    let old = handshake_trusting(server.port, &first);
+    assert!(old.is_err(), "still the old certificate");
+
+    // A certificate whose key is not there yet (renewal half done): refused, the current
+    // pair stays, and the server goes on.
+    install(false);
+    hangup();
+    server.wait_for_log("TLS certificate not reloaded", 1);
+    handshake_trusting(server.port, &second).expect("the current certificate stays");
 }
 
 #[test]

@@ -131,10 +131,15 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
         &config.server.tls_private_key,
         args.dev,
     ) {
-        (Some(cert), Some(key), false) => tls::load(cert, key)?,
+        (Some(cert), Some(key), false) => {
+            let (tls, files) = tls::load(cert, key)?;
+            reload_on_hangup(Some(files));
+            tls
+        }
         _ => {
             let (tls, path) = tls::self_signed(&data_dir, &config.server.hostname)?;
             println!("self-signed certificate: {}", path.display());
+            reload_on_hangup(None);
             tls
         }
     };
@@ -279,6 +284,42 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
     let _ = tokio::task::spawn_blocking(move || pipeline_thread.join()).await;
     tracing::info!("stopped");
     failure.map_or(Ok(()), Err)
+}
+
+/// Reads the certificate files again on each `SIGHUP` (as `postfix reload` or `nginx -s
+/// reload` would be used after a renewal); a pair that cannot be used is logged and the
+/// current one stays. With a generated certificate there is nothing to read, but the signal is
+/// still taken: a hangup must not end the server.
+fn reload_on_hangup(files: Option<Arc<tls::FileCertificate>>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGHUP handler: the TLS certificate is read at start only");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                let Some(files) = &files else {
+                    tracing::info!("SIGHUP: the certificate is generated, nothing to reload");
+                    continue;
+                };
+                match files.reload() {
+                    Ok(()) => {
+                        tracing::info!(certificate = %files.path().display(), "TLS certificate reloaded")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS certificate not reloaded: the current one stays")
+                    }
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = files;
 }
 
 async fn wait_for_signal() {

@@ -1,37 +1,107 @@
 //! TLS configuration: PEM files from the configuration, or a self-signed certificate for
 //! `--dev`. One crypto provider for the whole build (`ring`), passed explicitly.
+//!
+//! A certificate from files can be replaced while the server runs ([`FileCertificate::reload`],
+//! on `SIGHUP`): CA-issued certificates, which Microsoft 365's connectors require, expire
+//! every few months, and a restart should not be what renews them.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
-fn config(
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-) -> Result<Arc<ServerConfig>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS versions: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| format!("TLS certificate: {e}"))?;
-    Ok(Arc::new(config))
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Loads a PEM certificate chain and private key.
-pub(crate) fn load(certificate: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+fn builder(
+    provider: Arc<CryptoProvider>,
+) -> Result<rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert>, String> {
+    Ok(ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_no_client_auth())
+}
+
+/// The certificate chain and private key of two PEM files, checked to belong together.
+fn read_pair(
+    certificate: &Path,
+    key: &Path,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, String> {
     let chain = CertificateDer::pem_file_iter(certificate)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("{}: {e}", certificate.display()))?;
     if chain.is_empty() {
         return Err(format!("{}: no certificate", certificate.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
-    config(chain, key)
+    let private =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    CertifiedKey::from_der(chain, private, provider).map_err(|e| {
+        format!(
+            "TLS certificate {} with key {}: {e}",
+            certificate.display(),
+            key.display()
+        )
+    })
+}
+
+/// A certificate and key read from files, served to every client until replaced.
+#[derive(Debug)]
+pub(crate) struct FileCertificate {
+    certificate: PathBuf,
+    key: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl FileCertificate {
+    /// Reads the files again and serves what they hold to the next clients (sessions already
+    /// in TLS keep theirs). On any error (a file half written, a key that does not match the
+    /// certificate) the current certificate stays.
+    pub(crate) fn reload(&self) -> Result<(), String> {
+        let pair = read_pair(&self.certificate, &self.key, &self.provider)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(pair);
+        Ok(())
+    }
+
+    /// The certificate file, for logs.
+    pub(crate) fn path(&self) -> &Path {
+        &self.certificate
+    }
+}
+
+impl ResolvesServerCert for FileCertificate {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
+    }
+}
+
+/// Loads a PEM certificate chain and private key; the returned handle reloads them.
+pub(crate) fn load(
+    certificate: &Path,
+    key: &Path,
+) -> Result<(Arc<ServerConfig>, Arc<FileCertificate>), String> {
+    let provider = provider();
+    let pair = read_pair(certificate, key, &provider)?;
+    let files = Arc::new(FileCertificate {
+        certificate: certificate.to_path_buf(),
+        key: key.to_path_buf(),
+        provider: provider.clone(),
+        current: RwLock::new(Arc::new(pair)),
+    });
+    let config = builder(provider)?.with_cert_resolver(files.clone());
+    Ok((Arc::new(config), files))
 }
 
 /// Generates a self-signed certificate for `hostname` and `localhost`, writes it to
@@ -54,5 +124,58 @@ pub(crate) fn self_signed(
     let chain = vec![certified.cert.der().clone()];
     let key = PrivateKeyDer::try_from(certified.signing_key.serialize_der())
         .map_err(|e| format!("key: {e}"))?;
-    Ok((config(chain, key)?, path))
+    let config = builder(provider())?
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("TLS certificate: {e}"))?;
+    Ok((Arc::new(config), path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let certified = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+        let (cert, key) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&cert, certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+        (cert, key)
+    }
+
+    fn served(files: &FileCertificate) -> Vec<u8> {
+        let current = files.current.read().unwrap().clone();
+        current.end_entity_cert().unwrap().to_vec()
+    }
+
+    #[test]
+    fn a_reload_serves_the_new_pair_and_a_bad_one_keeps_the_current() {
+        let dir = std::env::temp_dir().join(format!("journal-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = write_pair(&dir, "one.example");
+        let (_, files) = load(&cert, &key).unwrap();
+        let first = served(&files);
+
+        let (cert2, key2) = write_pair(&dir, "two.example");
+        std::fs::copy(&cert2, &cert).unwrap();
+        // The certificate renewed, its key not yet: refused, the old pair stays.
+        let refused = files.reload().unwrap_err();
+        assert!(refused.contains("key"), "{refused}");
+        assert_eq!(served(&files), first);
+        std::fs::copy(&key2, &key).unwrap();
+        files.reload().unwrap();
+        let second = served(&files);
+        assert_ne!(second, first);
+
+        std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\ntruncated").unwrap();
+        assert!(files.reload().is_err());
+        assert_eq!(
+            served(&files),
+            second,
+            "a half-written file changes nothing"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
