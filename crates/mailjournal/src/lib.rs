@@ -6,7 +6,9 @@
 //!   regions and the Microsoft 365 setup plan;
 //! * [`envelope`]: EEJ / EML journal item parsing with step-down detection;
 //! * [`queue`]: connector service status and the journal item lifecycle (sans-IO);
-//! * [`smtp`]: the sans-IO SMTP session core.
+//! * [`smtp`]: the sans-IO SMTP session core;
+//! * [`ingest`]: the step that joins them for each accepted item: parse it with its journal
+//!   definition's options, then ask the archive policy what to archive.
 //!
 //! ```
 //! use mailjournal::definition::provision;
@@ -18,3 +20,5 @@ pub use mailjournal_definition as definition;
 pub use mailjournal_envelope as envelope;
 pub use mailjournal_queue as queue;
 pub use mailjournal_smtp as smtp;
+
+pub mod ingest;

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 
 use mailjournal::definition::policy::Journal;
-use mailjournal::definition::{ArchiveDecision, JournalType, Policy};
-use mailjournal::envelope::{Format, JournalItem, ParseOptions};
+use mailjournal::definition::{ArchiveDecision, Policy};
+use mailjournal::ingest;
 use mailjournal::queue::{
     Action, Connector, Duration, ItemId, ItemMeta, MatchResult, Queue, QueueParams, Timestamp,
     Timing,
@@ -821,34 +821,20 @@ fn read_back(
     spool::read_inline(file, &name, location.segment, offset)
 }
 
-/// Parses and classifies one item; the archived form and its hash only `with_content`
-/// (matching needs the key, not the content).
+/// Parses and classifies one item ([`mailjournal::ingest`]); the archived form and its hash
+/// only `with_content` (matching needs the key, not the content).
 fn classify(policy: &Policy, journal: &Journal, bytes: &[u8], with_content: bool) -> Parsed<Span> {
-    let d = &journal.definition;
-    let options = ParseOptions {
-        journal_type: match d.journal_type {
-            JournalType::Eej => Format::Envelope,
-            JournalType::Eml => Format::Eml,
-        },
-        prefer_clear_text_version: d.prefer_clear_text_version,
-        remove_journal_headers: d.remove_journal_headers,
-    };
-    let item = JournalItem::parse(bytes, &options);
-    // Queue details show an envelope item's recipient as its sender (the specification's
-    // "Verifying" section); an EML item shows its From address.
-    let display_sender = match item.format() {
-        Format::Envelope => item.recipients().first().map(|r| r.address.to_string()),
-        Format::Eml => item.sender().map(str::to_owned),
-    };
-    let addresses = item.recipients().iter().map(|r| r.address.as_ref());
-    match policy.decide(journal, item.sender(), addresses) {
+    let ingested = ingest::ingest(policy, journal, bytes);
+    let display_sender = ingested.display_sender().map(str::to_owned);
+    let item = ingested.item();
+    match ingested.decision() {
         ArchiveDecision::Drop(reason) => Parsed::Drop {
             reason: reason.code(),
             display_sender,
         },
         ArchiveDecision::Archive { mailboxes } => {
             let content = if with_content {
-                span_in(bytes, item.archived_message(&options))
+                span_in(bytes, ingested.archived_message())
             } else {
                 Span::Own(Vec::new())
             };
@@ -858,7 +844,7 @@ fn classify(policy: &Policy, journal: &Journal, bytes: &[u8], with_content: bool
             };
             let archival = Archival {
                 message_id: item.message_id().map(str::to_owned),
-                sent_date: item.sent_at(&options).map(|t| t.to_string()),
+                sent_date: ingested.sent_at().map(|t| t.to_string()),
                 subject: item.subject().map(str::to_owned),
                 sender: item.sender().map(str::to_owned),
                 format: item.format().as_str().to_owned(),
@@ -877,7 +863,7 @@ fn classify(policy: &Policy, journal: &Journal, bytes: &[u8], with_content: bool
                         forwarded: r.forwarded.as_deref().map(str::to_owned),
                     })
                     .collect(),
-                mailboxes,
+                mailboxes: mailboxes.clone(),
             };
             Parsed::Keep {
                 archival,
@@ -908,7 +894,7 @@ fn span_in(bytes: &[u8], message: std::borrow::Cow<'_, [u8]>) -> Span {
 mod tests {
     use super::*;
     use crate::store::{SqliteStore, request_retry};
-    use mailjournal::definition::provision;
+    use mailjournal::definition::{JournalType, provision};
 
     fn state(data_dir: &std::path::Path, id: &str) -> String {
         let db = crate::store::open_read_only(data_dir).unwrap();
