@@ -184,9 +184,14 @@ impl Policy {
     /// assert_eq!(policy.classify("eve@fabrikam.com"), AddressClass::External);
     /// ```
     pub fn classify(&self, address: &str) -> AddressClass {
-        let Ok(address) = EmailAddress::parse(address) else {
-            return AddressClass::External;
-        };
+        match EmailAddress::parse(address) {
+            Ok(address) => self.classify_parsed(&address),
+            Err(_) => AddressClass::External,
+        }
+    }
+
+    /// [`classify`](Self::classify) for an address already parsed.
+    fn classify_parsed(&self, address: &EmailAddress) -> AddressClass {
         let internal = self
             .internal_domains
             .iter()
@@ -231,7 +236,7 @@ impl Policy {
             let Ok(parsed) = EmailAddress::parse(address) else {
                 continue;
             };
-            match self.classify(parsed.as_str()) {
+            match self.classify_parsed(&parsed) {
                 AddressClass::External => {}
                 AddressClass::InternalKnown => known.push(parsed.as_str().to_owned()),
                 AddressClass::InternalUnknown => unknown.push(parsed.as_str().to_owned()),
