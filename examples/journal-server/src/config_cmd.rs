@@ -51,12 +51,25 @@ pub(crate) fn check_config(path: &Path) -> ExitCode {
     };
     let report = config.validate();
     print!("{report}");
-    let (errors, warnings) = (report.errors().count(), report.warnings().count());
+    let (mut errors, warnings) = (report.errors().count(), report.warnings().count());
+    // The files themselves, as serve (and a SIGHUP reload) would read them: run this before
+    // `systemctl reload` after a renewal.
+    if let (Some(certificate), Some(key)) = (
+        &config.server.tls_certificate,
+        &config.server.tls_private_key,
+    ) && let Err(e) = crate::serve::check_tls_files(certificate, key)
+    {
+        println!(
+            "error: server.tls_certificate = {:?}: {e} (hint: a PEM chain, leaf first, and the PEM private key of that leaf)",
+            certificate.display().to_string()
+        );
+        errors += 1;
+    }
     println!(
         "{}: {errors} error(s), {warnings} warning(s)",
         path.display()
     );
-    if report.has_errors() {
+    if errors > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

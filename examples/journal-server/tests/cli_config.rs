@@ -99,3 +99,60 @@ fn check_config_exit_codes() {
     let out = run(&["check-config", "/nonexistent/journal.toml"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn check_config_reads_the_tls_files_as_serve_would() {
+    let init = run(&["init", "--domain", "contoso.com"]);
+    let text = String::from_utf8(init.stdout).unwrap();
+    let pair = |name: &str| {
+        let certified = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+        let cert = temp_file(&format!("{name}.pem"), &certified.cert.pem());
+        let key = temp_file(
+            &format!("{name}.key"),
+            &certified.signing_key.serialize_pem(),
+        );
+        (cert, key)
+    };
+    let (cert, key) = pair("mx.journal.contoso.com");
+    let (_, other_key) = pair("other.contoso.com");
+    let with_files = |cert: &PathBuf, key: &PathBuf| {
+        text.replacen(
+            "[server]\n",
+            &format!(
+                "[server]\ntls_certificate = {:?}\ntls_private_key = {:?}\n",
+                cert.display().to_string(),
+                key.display().to_string()
+            ),
+            1,
+        )
+    };
+
+    let good = temp_file("tls-good.toml", &with_files(&cert, &key));
+    let out = run(&["check-config", good.to_str().unwrap()]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("0 error(s)"), "{stdout}");
+
+    // A renewal half done: the new certificate, the old key.
+    let mismatched = temp_file("tls-mismatched.toml", &with_files(&cert, &other_key));
+    let out = run(&["check-config", mismatched.to_str().unwrap()]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("error: server.tls_certificate = "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 error(s)"), "{stdout}");
+
+    let missing = temp_file(
+        "tls-missing.toml",
+        &with_files(&PathBuf::from("/nonexistent/cert.pem"), &key),
+    );
+    let out = run(&["check-config", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("/nonexistent/cert.pem")
+    );
+}

@@ -286,6 +286,15 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
     failure.map_or(Ok(()), Err)
 }
 
+/// Whether `serve` (or a `SIGHUP` reload) could use this certificate and key: both files read,
+/// the chain not empty, the key the certificate's. For `check-config`.
+pub(crate) fn check_tls_files(
+    certificate: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<(), String> {
+    tls::load(certificate, key).map(|_| ())
+}
+
 /// Reads the certificate files again on each `SIGHUP` (as `postfix reload` or `nginx -s
 /// reload` would be used after a renewal); a pair that cannot be used is logged and the
 /// current one stays. With a generated certificate there is nothing to read, but the signal is
