@@ -1,5 +1,6 @@
-//! `journal-server serve`: wiring only. Configuration → policy; TLS; spool recovery; the
-//! pipeline thread; one task per connection; graceful shutdown on SIGINT/SIGTERM.
+//! `journal-server serve`: wiring only. Configuration → policy; TLS (its certificate read
+//! again on SIGHUP); spool recovery; the pipeline thread; one task per connection; graceful
+//! shutdown on SIGINT/SIGTERM, and exit 1 when the pipeline or the spool can no longer work.
 
 mod alarm;
 mod connection;
