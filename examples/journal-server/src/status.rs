@@ -159,9 +159,15 @@ pub(crate) fn get(data_dir: &Path, id: &str, as_received: bool) -> ExitCode {
             .unwrap_or(None);
         match crate::serve::spool::read_data(data_dir, id, offset) {
             Ok(bytes) => bytes,
-            Err(_) => {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 eprintln!("unknown id {id}");
                 return ExitCode::from(1);
+            }
+            // Known, but what holds it cannot be read or does not check out (damage, or a
+            // permission): saying "unknown" would send the operator looking in the wrong place.
+            Err(e) => {
+                eprintln!("{id}: its as-received copy cannot be read: {e}");
+                return ExitCode::from(2);
             }
         }
     } else {

@@ -717,6 +717,53 @@ fn sighup_reloads_the_tls_certificate_and_an_unusable_pair_keeps_the_current_one
 }
 
 #[test]
+fn a_damaged_as_received_copy_is_reported_as_damage_not_as_an_unknown_id() {
+    let server = start_clear_text("damaged-copy");
+    let mut c = Client::connect(server.port);
+    c.cmd("EHLO client.example");
+    let id = send_data(&mut c, b"Subject: kept\r\n\r\nthe-marker-line\r\n");
+    assert_eq!(get(&server.data_dir, &id, true).0, Some(0));
+    let data_dir = server.data_dir.clone();
+    drop(server);
+    // One byte of the message, in its commit record, changed on disk: its CRC no longer holds.
+    let log = std::fs::read_dir(data_dir.join("spool/log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "log"))
+        .unwrap();
+    let mut bytes = std::fs::read(&log).unwrap();
+    let at = bytes
+        .windows(15)
+        .position(|w| w == b"the-marker-line")
+        .unwrap();
+    bytes[at] ^= 0x20;
+    std::fs::write(&log, bytes).unwrap();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_journal-server"))
+        .args([
+            "get",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            &id,
+            "--as-received",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("as-received copy cannot be read"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "damaged bytes written out");
+    assert_eq!(
+        get(&data_dir, "1A0000000000000F", true).0,
+        Some(1),
+        "unknown stays 1"
+    );
+}
+
+#[test]
 fn queue_ids_go_on_after_the_newest_item_in_the_archive() {
     let server = start_clear_text("ids");
     let mut c = Client::connect(server.port);
