@@ -660,11 +660,7 @@ impl ArchiveStore for SqliteStore {
         message_id: &str,
         sent_date: Option<&str>,
     ) -> StoreResult<Option<String>> {
-        Ok(self
-            .db
-            .prepare_cached("SELECT id FROM archived WHERE message_id = ?1 AND sent_date IS ?2")?
-            .query_row(params![message_id, sent_date], |r| r.get(0))
-            .optional()?)
+        Ok(archived_with_key(&self.db, message_id, sent_date)?)
     }
 
     fn archive(
@@ -676,12 +672,7 @@ impl ArchiveStore for SqliteStore {
     ) -> StoreResult<String> {
         let tx = self.db.savepoint()?;
         let existing: Option<String> = match &archival.message_id {
-            Some(mid) => tx
-                .prepare_cached(
-                    "SELECT id FROM archived WHERE message_id = ?1 AND sent_date IS ?2",
-                )?
-                .query_row(params![mid, archival.sent_date], |r| r.get(0))
-                .optional()?,
+            Some(mid) => archived_with_key(&tx, mid, archival.sent_date.as_deref())?,
             None => None,
         };
         let (target, state) = match existing {
@@ -737,6 +728,18 @@ impl ArchiveStore for SqliteStore {
         .execute(params![item, attempts, target, archival.content_sha256, at as i64])?;
         Ok(tx.commit()?)
     }
+}
+
+/// The archived item with this de-duplication key (the original's Message-ID and sent date),
+/// on `db` or inside a transaction on it.
+fn archived_with_key(
+    db: &Connection,
+    message_id: &str,
+    sent_date: Option<&str>,
+) -> rusqlite::Result<Option<String>> {
+    db.prepare_cached("SELECT id FROM archived WHERE message_id = ?1 AND sent_date IS ?2")?
+        .query_row(params![message_id, sent_date], |r| r.get(0))
+        .optional()
 }
 
 /// Marks a failed item for retry; the running server (or the next start) picks it up.
