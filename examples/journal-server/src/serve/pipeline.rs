@@ -149,6 +149,30 @@ enum Parsed<C = Content> {
     },
 }
 
+impl<C> Parsed<C> {
+    /// The same outcome with its archived form held another way.
+    fn map_content<D>(self, hold: impl FnOnce(C) -> D) -> Parsed<D> {
+        match self {
+            Parsed::Drop {
+                reason,
+                display_sender,
+            } => Parsed::Drop {
+                reason,
+                display_sender,
+            },
+            Parsed::Keep {
+                archival,
+                content,
+                display_sender,
+            } => Parsed::Keep {
+                archival,
+                content: hold(content),
+                display_sender,
+            },
+        }
+    }
+}
+
 /// Where an item's archived form is in the bytes it was parsed from.
 enum Span {
     /// This stretch of them: the message as received, or the original inside a report as
@@ -771,30 +795,13 @@ impl Pipeline {
             classify(policy, journal, &bytes, with_content)
         }))
         .map_err(|_| "the parser panicked".to_owned())?;
-        Ok(match parsed {
-            Parsed::Drop {
-                reason,
-                display_sender,
-            } => Parsed::Drop {
-                reason,
-                display_sender,
+        Ok(parsed.map_content(|span| match span {
+            Span::Part(range) => Content::Part {
+                bytes: bytes.into_owned(),
+                range,
             },
-            Parsed::Keep {
-                archival,
-                content,
-                display_sender,
-            } => Parsed::Keep {
-                archival,
-                content: match content {
-                    Span::Part(range) => Content::Part {
-                        bytes: bytes.into_owned(),
-                        range,
-                    },
-                    Span::Own(own) => Content::Own(own),
-                },
-                display_sender,
-            },
-        })
+            Span::Own(own) => Content::Own(own),
+        }))
     }
 }
 
