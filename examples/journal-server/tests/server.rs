@@ -137,6 +137,13 @@ impl Client {
         Client::from_stream(stream)
     }
 
+    /// Connected, greeted and past a successful EHLO.
+    fn greeted(port: u16) -> Client {
+        let mut client = Client::connect(port);
+        assert_eq!(client.cmd("EHLO client.example").0, 250);
+        client
+    }
+
     fn from_stream(stream: TcpStream) -> Client {
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
@@ -313,8 +320,7 @@ fn encrypted_definition_refuses_clear_text_and_auth_in_clear() {
         "",
         "additional_source_ip_ranges = [\"127.0.0.1/32\"]\nencrypted = true",
     );
-    let mut c = Client::connect(server.port);
-    assert_eq!(c.cmd("EHLO client.example").0, 250);
+    let mut c = Client::greeted(server.port);
     let (code, text) = c.cmd("MAIL FROM:<>");
     assert_eq!(code, 530, "{text}");
     assert!(text.contains("5.7.0 Must issue a STARTTLS command first"));
@@ -353,8 +359,7 @@ fn wrong_source_address_is_refused() {
         "{text}"
     );
     // The same from an allowed address works.
-    let mut ok = Client::connect(server.port);
-    ok.cmd("EHLO client.example");
+    let mut ok = Client::greeted(server.port);
     ok.cmd("MAIL FROM:<>");
     assert_eq!(ok.cmd("RCPT TO:<journaling@journal.contoso.com>").0, 250);
 }
@@ -366,8 +371,7 @@ fn wrong_recipient_and_oversize_are_refused() {
         "max_message_size_bytes = 100000",
         "additional_source_ip_ranges = [\"127.0.0.0/8\"]\nencrypted = false",
     );
-    let mut c = Client::connect(server.port);
-    c.cmd("EHLO client.example");
+    let mut c = Client::greeted(server.port);
     assert_eq!(c.cmd("MAIL FROM:<> SIZE=200000").0, 552);
     assert_eq!(c.cmd("MAIL FROM:<>").0, 250);
     let (code, text) = c.cmd("RCPT TO:<postmaster@journal.contoso.com>");
@@ -484,8 +488,7 @@ fn two_reports_of_one_message_merge_their_recipients() {
         "\r\nCc: carol@contoso.com\r\n",
     );
     assert_ne!(first, second.as_bytes());
-    let mut c = Client::connect(server.port);
-    c.cmd("EHLO client.example");
+    let mut c = Client::greeted(server.port);
     let a = send_data(&mut c, &first);
     wait_for_state(&server.data_dir, &a, "archived");
     let b = send_data(&mut c, second.as_bytes());
@@ -585,8 +588,7 @@ fn a_second_server_on_a_data_directory_in_use_refuses_to_start() {
 #[test]
 fn a_spool_that_can_no_longer_sync_stops_the_server_and_a_restart_recovers_it() {
     let mut server = start_clear_text("sync-fails");
-    let mut c = Client::connect(server.port);
-    c.cmd("EHLO client.example");
+    let mut c = Client::greeted(server.port);
     let before = send_data(&mut c, b"Subject: before\r\n\r\nhi\r\n");
     // A large message's data file: its directory is synced with the message's batch. Moved
     // away, that sync fails for real, as a failing disk's would.
@@ -633,8 +635,7 @@ fn a_spool_that_can_no_longer_sync_stops_the_server_and_a_restart_recovers_it() 
         received.ends_with(b"hi\r\n"),
         "acknowledged before the failure"
     );
-    let mut c = Client::connect(server.port);
-    c.cmd("EHLO client.example");
+    let mut c = Client::greeted(server.port);
     let after = send_data(
         &mut c,
         b"From: a@contoso.com\r\nSubject: after\r\n\r\nagain\r\n",
@@ -647,8 +648,7 @@ fn a_spool_that_can_no_longer_sync_stops_the_server_and_a_restart_recovers_it() 
 fn handshake_trusting(port: u16, trusted: &str) -> Result<(), String> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
-    let mut c = Client::connect(port);
-    c.cmd("EHLO client.example");
+    let mut c = Client::greeted(port);
     assert_eq!(c.cmd("STARTTLS").0, 220);
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -719,8 +719,7 @@ fn sighup_reloads_the_tls_certificate_and_an_unusable_pair_keeps_the_current_one
 #[test]
 fn a_damaged_as_received_copy_is_reported_as_damage_not_as_an_unknown_id() {
     let server = start_clear_text("damaged-copy");
-    let mut c = Client::connect(server.port);
-    c.cmd("EHLO client.example");
+    let mut c = Client::greeted(server.port);
     let id = send_data(&mut c, b"Subject: kept\r\n\r\nthe-marker-line\r\n");
     assert_eq!(get(&server.data_dir, &id, true).0, Some(0));
     let data_dir = server.data_dir.clone();
@@ -766,8 +765,7 @@ fn a_damaged_as_received_copy_is_reported_as_damage_not_as_an_unknown_id() {
 #[test]
 fn queue_ids_go_on_after_the_newest_item_in_the_archive() {
     let server = start_clear_text("ids");
-    let mut c = Client::connect(server.port);
-    c.cmd("EHLO client.example");
+    let mut c = Client::greeted(server.port);
     let first = send_data(&mut c, b"Subject: first\r\n\r\nhi\r\n");
     let data_dir = server.data_dir.clone();
     let db = rusqlite::Connection::open(data_dir.join("archive.sqlite3")).unwrap();
@@ -799,8 +797,7 @@ fn queue_ids_go_on_after_the_newest_item_in_the_archive() {
     drop(db);
 
     let server = restart(&data_dir);
-    let mut c = Client::connect(server.port);
-    c.cmd("EHLO client.example");
+    let mut c = Client::greeted(server.port);
     let next = send_data(&mut c, b"Subject: next\r\n\r\nhi\r\n");
     assert!(next > ahead, "{next} repeats or precedes {ahead}");
 }
