@@ -334,22 +334,7 @@ fn wrong_source_address_is_refused() {
         "",
         "additional_source_ip_ranges = [\"127.0.0.1/32\"]\nencrypted = false",
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let stream = runtime.block_on(async {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-        socket
-            .connect(([127, 0, 0, 1], server.port).into())
-            .await
-            .unwrap()
-            .into_std()
-            .unwrap()
-    });
-    stream.set_nonblocking(false).unwrap();
-    let mut c = Client::from_stream(stream);
+    let mut c = Client::from_stream(connect_from([127, 0, 0, 2], server.port));
     c.cmd("EHLO client.example");
     c.cmd("MAIL FROM:<>");
     let (code, text) = c.cmd("RCPT TO:<journaling@journal.contoso.com>");
@@ -362,6 +347,129 @@ fn wrong_source_address_is_refused() {
     let mut ok = Client::greeted(server.port);
     ok.cmd("MAIL FROM:<>");
     assert_eq!(ok.cmd("RCPT TO:<journaling@journal.contoso.com>").0, 250);
+}
+
+/// A connection to the server from the loopback address `local` (the OS would pick
+/// 127.0.0.1).
+fn connect_from(local: [u8; 4], port: u16) -> TcpStream {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((local, 0).into()).unwrap();
+        socket
+            .connect(([127, 0, 0, 1], port).into())
+            .await
+            .unwrap()
+            .into_std()
+            .unwrap()
+    });
+    stream.set_nonblocking(false).unwrap();
+    stream
+}
+
+/// The first line a connection hears, and whether the server then closes it.
+fn greeting_and_close(stream: TcpStream) -> (String, bool) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let mut rest = Vec::new();
+    let closed = reader.read_to_end(&mut rest).is_ok_and(|_| rest.is_empty());
+    (line, closed)
+}
+
+#[test]
+fn max_connections_are_refused_with_421_and_stress_cuts_idle_clients_short() {
+    // Stress begins at 3 of 4 open connections and ends below 2.
+    let server = start(
+        "stress",
+        "max_connections = 4",
+        "additional_source_ip_ranges = [\"127.0.0.0/8\"]\nencrypted = false",
+    );
+    let mut first = Client::greeted(server.port);
+    let greeted_at = Instant::now();
+    let idle: Vec<Client> = (0..3).map(|_| Client::greeted(server.port)).collect();
+    server.wait_for_log("under stress", 1);
+    let (refused, closed) =
+        greeting_and_close(TcpStream::connect(("127.0.0.1", server.port)).unwrap());
+    assert!(refused.starts_with("421 4.3.2 "), "{refused}");
+    assert!(closed, "a refused connection is closed");
+    // The client that was already waiting when stress began is cut off after the short
+    // timeout, counted from its last command, not after five minutes.
+    let (code, text) = first.reply();
+    assert_eq!(code, 421, "{text}");
+    assert!(text.contains("4.4.2") && text.contains("timeout"), "{text}");
+    let waited = greeted_at.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(20),
+        "cut off after {waited:?}"
+    );
+    // Idle clients are cut off until fewer than half the connections are open; then stress is
+    // over, and whoever is left has the normal timeouts again.
+    server.wait_for_log("stress over", 1);
+    let mut left = Vec::new();
+    for mut client in idle {
+        client
+            .stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut line = String::new();
+        match client.reader.read_line(&mut line) {
+            Ok(_) => assert!(line.starts_with("421 4.4.2 "), "{line}"),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => left.push(client),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        left.len() <= 1,
+        "{} idle clients left when stress ended",
+        left.len()
+    );
+    left.push(Client::greeted(server.port));
+    std::thread::sleep(Duration::from_secs(12));
+    for mut client in left {
+        client
+            .stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        assert_eq!(client.cmd("NOOP").0, 250);
+    }
+}
+
+#[test]
+fn one_client_address_holds_at_most_fifty_connections() {
+    let server = start(
+        "per-client",
+        "max_connections = 100",
+        "additional_source_ip_ranges = [\"127.0.0.0/8\"]\nencrypted = false",
+    );
+    let held: Vec<Client> = (0..50).map(|_| Client::greeted(server.port)).collect();
+    let (refused, closed) = greeting_and_close(connect_from([127, 0, 0, 1], server.port));
+    assert!(refused.starts_with("421 4.7.0 "), "{refused}");
+    assert!(closed);
+    // Another address is not affected, and a place given back is free again.
+    let mut other = Client::from_stream(connect_from([127, 0, 0, 2], server.port));
+    assert_eq!(other.cmd("EHLO other.example").0, 250);
+    drop(held);
+    let start = Instant::now();
+    loop {
+        let stream = connect_from([127, 0, 0, 1], server.port);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).unwrap();
+        if line.starts_with("220 ") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{line}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

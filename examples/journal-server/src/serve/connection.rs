@@ -24,11 +24,27 @@ pub(crate) struct Shared {
     pub(crate) tls: TlsAcceptor,
     pub(crate) pipeline: Sender<Input>,
     pub(crate) handoff: Arc<Handoff>,
+    /// True while the server is close to its `max_connections` (see `limits`).
+    pub(crate) stress: watch::Receiver<bool>,
 }
 
 /// Slowest acceptable client while a message is being received, in bytes per second,
 /// averaged over the message (Postfix's `smtpd_min_data_rate` idea).
 const MIN_DATA_RATE: u64 = 500;
+
+/// The longest a client may keep the server waiting for its next input (command, content
+/// block or TLS handshake) while the server is under stress: Postfix's stress-dependent
+/// `smtpd_timeout`. A sender that is actually transmitting never comes near it.
+const STRESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The timeout of `class`, shortened under stress.
+fn timeout_for(class: std::time::Duration, stress: bool) -> std::time::Duration {
+    if stress {
+        class.min(STRESS_TIMEOUT)
+    } else {
+        class
+    }
+}
 
 enum Transport {
     Plain(TcpStream),
@@ -98,6 +114,11 @@ pub(crate) async fn serve(
     let mut buf = vec![0u8; 16 * 1024];
     let mut incoming: Option<Incoming> = None;
     let mut shutdown_seen = false;
+    let mut stress = shared.stress.clone();
+    let mut stress_follows = true;
+    // When the session began waiting for its next input: a wait that a signal interrupts
+    // (stress beginning, say) goes on from there rather than starting over.
+    let mut waiting_since: Option<std::time::Instant> = None;
     loop {
         if let Err(e) = drive(&mut session, &mut transport, &mut incoming, &shared, peer).await {
             tracing::debug!(%peer, error = %e, "connection ended");
@@ -109,7 +130,9 @@ pub(crate) async fn serve(
         let Some(timeout) = session.timeout() else {
             continue;
         };
-        let mut limit = timeout.duration();
+        let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
+        let mut limit = timeout_for(timeout.duration(), *stress.borrow_and_update())
+            .saturating_sub(since.elapsed());
         if let Some(msg) = &incoming {
             // Minimum data rate: after a minute's grace, the message so far must have come at
             // MIN_DATA_RATE or better, or the session times out.
@@ -127,7 +150,13 @@ pub(crate) async fn serve(
                 session.shutdown();
                 continue;
             }
+            // The limit is worked out again, from the same start.
+            changed = stress.changed(), if stress_follows => {
+                stress_follows = changed.is_ok();
+                continue;
+            }
         };
+        waiting_since = None;
         match read {
             Err(_) => session.on_timeout(),
             Ok(Ok(0)) | Ok(Err(_)) => {
@@ -215,12 +244,13 @@ async fn drive(
                         return Err(std::io::Error::other("STARTTLS on a TLS transport"));
                     };
                     // The handshake runs on the raw socket: nothing buffered can leak into it.
-                    let tls = tokio::time::timeout(
-                        std::time::Duration::from_secs(60),
-                        shared.tls.accept(tcp),
-                    )
-                    .await
-                    .map_err(|_| std::io::Error::other("TLS handshake timed out"))??;
+                    let limit = timeout_for(
+                        mailjournal::smtp::Timeout::TlsHandshake.duration(),
+                        *shared.stress.borrow(),
+                    );
+                    let tls = tokio::time::timeout(limit, shared.tls.accept(tcp))
+                        .await
+                        .map_err(|_| std::io::Error::other("TLS handshake timed out"))??;
                     let (_, conn) = tls.get_ref();
                     let info = TlsInfo {
                         version: conn

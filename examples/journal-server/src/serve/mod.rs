@@ -5,15 +5,15 @@
 mod alarm;
 mod connection;
 mod data_lock;
+mod limits;
 mod pipeline;
 pub(crate) mod spool;
 mod tls;
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use mailjournal::definition::{Config, Policy, provision};
 use mailjournal::queue::Duration;
@@ -23,9 +23,7 @@ use tokio::sync::watch;
 
 use crate::store::{ArchiveStore, SqliteStore};
 use alarm::DeathAlarm;
-
-/// Connections one client address may hold at once.
-const MAX_CONNECTIONS_PER_CLIENT: usize = 50;
+use limits::Limits;
 
 /// Arguments of `serve`.
 #[derive(Debug, clap::Args)]
@@ -215,6 +213,7 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
         max_message_size: config.server.max_message_size_bytes,
         ..SessionConfig::default()
     };
+    let limits = Limits::new(config.server.max_connections as usize);
     let shared = Arc::new(connection::Shared {
         session_config: Arc::new(session_config),
         policy,
@@ -222,6 +221,7 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
         tls: tokio_rustls::TlsAcceptor::from(tls),
         pipeline: pipeline_tx.clone(),
         handoff,
+        stress: limits.stress(),
     });
 
     let mut listeners = Vec::new();
@@ -237,10 +237,6 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
     let _ = std::io::stdout().flush();
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let limits = Arc::new(Limits {
-        max: config.server.max_connections as usize,
-        state: Mutex::new((0, HashMap::new())),
-    });
     let mut tasks = tokio::task::JoinSet::new();
     for listener in listeners {
         tasks.spawn(accept_loop(
@@ -353,50 +349,6 @@ async fn wait_for_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Connection counts: total and per client address.
-struct Limits {
-    max: usize,
-    state: Mutex<(usize, HashMap<IpAddr, usize>)>,
-}
-
-impl Limits {
-    fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, &'static str> {
-        let mut state = self.state.lock().map_err(|_| "poisoned")?;
-        if state.0 >= self.max {
-            return Err("421 4.3.2 Too many connections, try again later\r\n");
-        }
-        let per = state.1.entry(ip).or_default();
-        if *per >= MAX_CONNECTIONS_PER_CLIENT {
-            return Err("421 4.7.0 Too many connections from your address\r\n");
-        }
-        *per += 1;
-        state.0 += 1;
-        Ok(Permit {
-            limits: self.clone(),
-            ip,
-        })
-    }
-}
-
-struct Permit {
-    limits: Arc<Limits>,
-    ip: IpAddr,
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        if let Ok(mut state) = self.limits.state.lock() {
-            state.0 = state.0.saturating_sub(1);
-            if let Some(per) = state.1.get_mut(&self.ip) {
-                *per = per.saturating_sub(1);
-                if *per == 0 {
-                    state.1.remove(&self.ip);
-                }
-            }
-        }
-    }
-}
-
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<connection::Shared>,
@@ -418,7 +370,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        match limits.acquire(peer.ip()) {
+        match limits.admit(peer.ip()) {
             Ok(permit) => {
                 let shared = shared.clone();
                 let shutdown = shutdown.clone();
@@ -427,9 +379,10 @@ async fn accept_loop(
                     drop(permit);
                 });
             }
-            Err(reply) => {
+            Err(refusal) => {
                 use tokio::io::AsyncWriteExt;
-                let _ = stream.write_all(reply.as_bytes()).await;
+                tracing::info!(%peer, reply = refusal.reply().trim_end(), "connection refused");
+                let _ = stream.write_all(refusal.reply().as_bytes()).await;
                 let _ = stream.shutdown().await;
             }
         }
