@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use super::in_flow::InFlow;
 use super::pipeline::{Handoff, Input};
 use super::spool::{CommitError, Record, Spool, SpoolWriter, format_id};
 use crate::clock;
@@ -24,6 +25,8 @@ pub(crate) struct Shared {
     pub(crate) tls: TlsAcceptor,
     pub(crate) pipeline: Sender<Input>,
     pub(crate) handoff: Arc<Handoff>,
+    /// Whether archiving is behind (then each new message waits a moment first).
+    pub(crate) in_flow: Arc<InFlow>,
     /// True while the server is close to its `max_connections` (see `limits`).
     pub(crate) stress: watch::Receiver<bool>,
 }
@@ -204,6 +207,11 @@ async fn drive(
                 Event::MessageStart(transaction) => {
                     if let Some(old) = incoming.take() {
                         old.writer.discard();
+                    }
+                    // Before the spool counts this message as being received: the committer
+                    // must not linger for a message that is only waiting here.
+                    if let Some(pause) = shared.in_flow.delay() {
+                        tokio::time::sleep(pause).await;
                     }
                     match shared.spool.begin() {
                         Ok(writer) => {

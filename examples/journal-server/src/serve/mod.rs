@@ -5,6 +5,7 @@
 mod alarm;
 mod connection;
 mod data_lock;
+mod in_flow;
 mod limits;
 mod pipeline;
 pub(crate) mod spool;
@@ -197,6 +198,7 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
     }
     let (pipeline_tx, pipeline_rx) = std::sync::mpsc::channel();
     let pipeline_stop = pipeline.stop_flag();
+    let in_flow = pipeline.in_flow();
     let pipeline_died = Arc::new(tokio::sync::Notify::new());
     let alarm = DeathAlarm::armed(pipeline_died.clone());
     let pipeline_thread = std::thread::Builder::new()
@@ -221,6 +223,7 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
         tls: tokio_rustls::TlsAcceptor::from(tls),
         pipeline: pipeline_tx.clone(),
         handoff,
+        in_flow,
         stress: limits.stress(),
     });
 

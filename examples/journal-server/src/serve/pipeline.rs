@@ -19,6 +19,7 @@ use mailjournal::queue::{
 };
 use sha2::{Digest, Sha256};
 
+use super::in_flow::InFlow;
 use super::spool::{self, Record, Segments};
 use crate::clock;
 use crate::store::{Archival, ArchiveStore, ArchivedRecipient, NewItem, Progress};
@@ -125,6 +126,8 @@ pub(crate) struct Pipeline {
     handoff: Arc<Handoff>,
     /// Set by the server once sessions are done: finish the current round and return.
     stopping: Arc<AtomicBool>,
+    /// Told how late this pipeline is, so that sessions slow down while it is behind.
+    in_flow: Arc<InFlow>,
 }
 
 /// Where an item's record is, and which journal definition it arrived for.
@@ -254,6 +257,7 @@ impl Pipeline {
             handed: HashMap::new(),
             handoff,
             stopping: Arc::default(),
+            in_flow: Arc::default(),
         }
     }
 
@@ -266,6 +270,23 @@ impl Pipeline {
     /// actions (items not reached are resumed at the next start).
     pub(crate) fn stop_flag(&self) -> Arc<AtomicBool> {
         self.stopping.clone()
+    }
+
+    /// What sessions read to know whether archiving is behind.
+    pub(crate) fn in_flow(&self) -> Arc<InFlow> {
+        self.in_flow.clone()
+    }
+
+    /// Tells sessions how late archiving is: how long the oldest item that is due has waited
+    /// past its time (by the real clock: a long round makes it later as it runs).
+    fn publish_lag(&self) {
+        let now = clock::now();
+        let lag = self
+            .queue
+            .next_deadline()
+            .filter(|due| *due <= now)
+            .map_or(0, |due| now.since(due).as_millis());
+        self.in_flow.observe(std::time::Duration::from_millis(lag));
     }
 
     /// Runs until shutdown, waking for new items and for the queue's deadlines.
@@ -308,6 +329,7 @@ impl Pipeline {
                 next = input.try_recv().ok();
             }
             self.flush_connectors();
+            self.publish_lag();
             let now = clock::now();
             if self
                 .retries_checked_at
@@ -560,6 +582,7 @@ impl Pipeline {
             }
         }
         while !self.stopping.load(Ordering::Acquire) {
+            self.publish_lag();
             let mut actions: std::collections::VecDeque<Action> =
                 self.queue.poll_at_most(now, ROUND).into();
             if actions.is_empty() {
@@ -1012,6 +1035,29 @@ mod tests {
             eml(message_id),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn sessions_are_told_to_pause_while_due_items_wait_and_not_once_they_are_done() {
+        let (dir, mut pipeline) = eml_pipeline("in-flow");
+        let in_flow = pipeline.in_flow();
+        let now = clock::now();
+        // Received a minute ago (a backlog, or a restart after an outage): due for a minute.
+        let id = now.0 << 20;
+        spool_message(&dir, id, "late@contoso.com");
+        pipeline.accept(&Record::for_test(id, now.0 - 60_000), true);
+        pipeline.publish_lag();
+        assert_eq!(in_flow.delay(), Some(super::super::in_flow::IN_FLOW_DELAY));
+        // Its first attempt done, the next is a second away: nothing is late.
+        pipeline.step(now);
+        pipeline.publish_lag();
+        assert_eq!(in_flow.delay(), None);
+        // Fresh items due now are not a backlog.
+        let fresh = id + 1;
+        spool_message(&dir, fresh, "fresh@contoso.com");
+        pipeline.accept(&Record::for_test(fresh, clock::now().0), true);
+        pipeline.publish_lag();
+        assert_eq!(in_flow.delay(), None);
     }
 
     #[test]
