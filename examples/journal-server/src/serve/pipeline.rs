@@ -128,6 +128,8 @@ pub(crate) struct Pipeline {
     stopping: Arc<AtomicBool>,
     /// Told how late this pipeline is, so that sessions slow down while it is behind.
     in_flow: Arc<InFlow>,
+    /// True while a store transaction is open (see [`run`](Self::run)).
+    in_batch: bool,
 }
 
 /// Where an item's record is, and which journal definition it arrived for.
@@ -258,6 +260,7 @@ impl Pipeline {
             handoff,
             stopping: Arc::default(),
             in_flow: Arc::default(),
+            in_batch: false,
         }
     }
 
@@ -317,8 +320,9 @@ impl Pipeline {
             if first.is_ok() {
                 std::thread::sleep(BATCH_WINDOW);
             }
-            // Everything that is waiting goes into one database transaction.
-            let batch = self.store.begin_batch();
+            // Everything that is waiting goes into one database transaction (a long backlog
+            // into one per round of due actions: see `run_due`).
+            self.in_batch = self.store.begin_batch().is_ok();
             let mut stop = false;
             let mut next = first.ok();
             while let Some(message) = next {
@@ -340,18 +344,23 @@ impl Pipeline {
             }
             let pruned = self.step(now);
             self.release_handed();
-            if batch.is_ok()
-                && let Err(e) = self.store.end_batch()
-            {
-                self.store_failed = true;
-                tracing::error!(error = %e, "archive store commit failed");
-            }
+            self.end_batch();
             if pruned {
                 self.retire_settled_segments(now);
             }
             if stop {
                 return;
             }
+        }
+    }
+
+    /// Commits the open store transaction, if any.
+    fn end_batch(&mut self) {
+        if std::mem::take(&mut self.in_batch)
+            && let Err(e) = self.store.end_batch()
+        {
+            self.store_failed = true;
+            tracing::error!(error = %e, "archive store commit failed");
         }
     }
 
@@ -603,6 +612,13 @@ impl Pipeline {
                         );
                     }
                 }
+            }
+            // Working through a backlog (a flood, or a restart after an outage) can take
+            // minutes: commit each round, so that `status` shows the progress and the
+            // write-ahead log holds one round rather than the whole backlog.
+            if self.in_batch {
+                self.end_batch();
+                self.in_batch = self.store.begin_batch().is_ok();
             }
         }
     }
