@@ -333,7 +333,6 @@ impl Pipeline {
                 next = input.try_recv().ok();
             }
             self.flush_connectors();
-            self.publish_lag();
             let now = clock::now();
             if self
                 .retries_checked_at
