@@ -1,6 +1,8 @@
 //! `journal-server serve`: wiring only. Configuration → policy; TLS (its certificate read
-//! again on SIGHUP); spool recovery; the pipeline thread; one task per connection; graceful
-//! shutdown on SIGINT/SIGTERM, and exit 1 when the pipeline or the spool can no longer work.
+//! again on SIGHUP); spool recovery; the pipeline thread; one task per connection, admitted by
+//! [`limits`] (which also signals stress) and slowed by [`in_flow`] while archiving is behind;
+//! graceful shutdown on SIGINT/SIGTERM, and exit 1 when the pipeline or the spool can no longer
+//! work.
 
 mod alarm;
 mod connection;
