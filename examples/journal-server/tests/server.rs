@@ -386,11 +386,7 @@ fn greeting_and_close(stream: TcpStream) -> (String, bool) {
 #[test]
 fn max_connections_are_refused_with_421_and_stress_cuts_idle_clients_short() {
     // Stress begins at 3 of 4 open connections and ends below 2.
-    let server = start(
-        "stress",
-        "max_connections = 4",
-        "additional_source_ip_ranges = [\"127.0.0.0/8\"]\nencrypted = false",
-    );
+    let server = start_clear_text_with("stress", "max_connections = 4");
     let mut first = Client::greeted(server.port);
     let greeted_at = Instant::now();
     let idle: Vec<Client> = (0..3).map(|_| Client::greeted(server.port)).collect();
@@ -443,11 +439,7 @@ fn max_connections_are_refused_with_421_and_stress_cuts_idle_clients_short() {
 
 #[test]
 fn one_client_address_holds_at_most_fifty_connections() {
-    let server = start(
-        "per-client",
-        "max_connections = 100",
-        "additional_source_ip_ranges = [\"127.0.0.0/8\"]\nencrypted = false",
-    );
+    let server = start_clear_text_with("per-client", "max_connections = 100");
     let held: Vec<Client> = (0..50).map(|_| Client::greeted(server.port)).collect();
     let (refused, closed) = greeting_and_close(connect_from([127, 0, 0, 1], server.port));
     assert!(refused.starts_with("421 4.7.0 "), "{refused}");
@@ -558,9 +550,14 @@ fn smuggling_vectors_and_bdat() {
 
 /// A server whose definition takes clear text from loopback.
 fn start_clear_text(name: &str) -> Server {
+    start_clear_text_with(name, "")
+}
+
+/// [`start_clear_text`] with these `[server]` settings.
+fn start_clear_text_with(name: &str, server_settings: &str) -> Server {
     start(
         name,
-        "",
+        server_settings,
         "additional_source_ip_ranges = [\"127.0.0.0/8\"]\nencrypted = false",
     )
 }
