@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use crate::lifecycle::ItemId;
+use crate::ItemId;
 
 /// Where an item's body sits in the slab.
 pub(crate) type Slot = u32;

@@ -7,14 +7,16 @@
 //! when to call them again.
 
 mod due;
+pub mod identity;
 mod index;
 pub mod lifecycle;
 pub mod status;
 pub mod time;
 
+pub use identity::{ContentHash, ItemId, ParseIdentityError, StateName};
 pub use lifecycle::{
-    Action, Item, ItemId, ItemMeta, ItemState, MatchResult, Queue, QueueDetails, QueueError,
-    QueueParams, Snapshot, Timing,
+    Action, Item, ItemMeta, ItemState, MatchResult, Queue, QueueDetails, QueueError, QueueParams,
+    Snapshot, Timing,
 };
 pub use status::{Connector, ConnectorStatus, StatusChange};
 pub use time::{Duration, Timestamp};

@@ -19,17 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::due::DueSet;
 use crate::index::{IdIndex, Slot};
-use crate::{Duration, Timestamp};
-
-/// Identifies an item: the host's queue id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct ItemId(pub u64);
-
-impl std::fmt::Display for ItemId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:016X}", self.0)
-    }
-}
+use crate::{Duration, ItemId, StateName, Timestamp};
 
 /// Queue-wide parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,18 +116,23 @@ pub enum ItemState {
 }
 
 impl ItemState {
+    /// The state's name in the shared vocabulary (queue details, the archive, `status`).
+    pub fn state_name(&self) -> StateName {
+        match self {
+            ItemState::Waiting { .. } => StateName::Waiting,
+            ItemState::Matching => StateName::Matching,
+            ItemState::Archiving => StateName::Archiving,
+            ItemState::Merged { .. } => StateName::Merged,
+            ItemState::Archived => StateName::Archived,
+            ItemState::Expired => StateName::Expired,
+            ItemState::NotArchived { .. } => StateName::NotArchived,
+            ItemState::Failed { .. } => StateName::Failed,
+        }
+    }
+
     /// The state's name in queue details and `status` output.
     pub fn name(&self) -> &'static str {
-        match self {
-            ItemState::Waiting { .. } => "waiting",
-            ItemState::Matching => "matching",
-            ItemState::Archiving => "archiving",
-            ItemState::Merged { .. } => "merged",
-            ItemState::Archived => "archived",
-            ItemState::Expired => "expired",
-            ItemState::NotArchived { .. } => "not_archived",
-            ItemState::Failed { .. } => "failed",
-        }
+        self.state_name().as_str()
     }
 
     /// True when the item will not move again on its own (retrying a failed item is an
