@@ -20,9 +20,9 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::admission::{Admission, JournalRules, RecipientKind};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use mailjournal_definition::Policy;
 
 use crate::command::{self, Command, CommandError, MailParams};
 use crate::data::DataReceiver;
@@ -92,7 +92,7 @@ pub struct TlsInfo {
 pub struct Recipient {
     /// The address as the client wrote it.
     pub address: String,
-    /// Index of the journal definition in the policy.
+    /// The journal definition, as [`Admission::recipient`] named it.
     pub journal: usize,
 }
 
@@ -230,7 +230,7 @@ struct Mail {
 #[derive(Debug)]
 pub struct Session {
     config: Arc<SessionConfig>,
-    policy: Arc<Policy>,
+    admission: Arc<dyn Admission>,
     peer: IpAddr,
     phase: Phase,
     helo: Option<String>,
@@ -253,10 +253,10 @@ pub struct Session {
 
 impl Session {
     /// A new session with a client at `peer`; the greeting is queued.
-    pub fn new(config: Arc<SessionConfig>, policy: Arc<Policy>, peer: IpAddr) -> Self {
+    pub fn new(config: Arc<SessionConfig>, admission: Arc<dyn Admission>, peer: IpAddr) -> Self {
         let mut session = Session {
             config,
-            policy,
+            admission,
             peer,
             phase: Phase::Command,
             helo: None,
@@ -662,12 +662,7 @@ impl Session {
 
     /// AUTH is offered only over TLS, and only when some enabled definition uses it.
     fn auth_offered(&self) -> bool {
-        self.tls.is_some()
-            && self
-                .policy
-                .journals
-                .iter()
-                .any(|j| !j.definition.disabled && j.definition.use_smtp_authentication)
+        self.tls.is_some() && self.enabled_journals().any(|r| r.use_smtp_authentication)
     }
 
     fn auth(&mut self, mechanism: &str, initial: Option<&str>) {
@@ -785,22 +780,7 @@ impl Session {
     }
 
     fn check_credentials(&mut self, user: &str, password: &[u8]) {
-        let Ok(user) = mailjournal_definition::EmailAddress::parse(user) else {
-            return self.auth_failed();
-        };
-        // Compare against every candidate so the time does not depend on which one matched.
-        let mut matched = None;
-        for journal in &self.policy.journals {
-            let d = &journal.definition;
-            let candidate = d.use_smtp_authentication
-                && !d.disabled
-                && !d.password.is_empty()
-                && journal.service_address == user;
-            if constant_time_eq(d.password.as_bytes(), password) && candidate {
-                matched = Some(journal.service_address.to_string());
-            }
-        }
-        match matched {
+        match self.admission.authenticate(user, password) {
             Some(identity) => {
                 self.authenticated = Some(identity);
                 self.send(Reply::new(
@@ -833,11 +813,11 @@ impl Session {
         }
     }
 
-    fn enabled_journals(&self) -> impl Iterator<Item = &mailjournal_definition::policy::Journal> {
-        self.policy
-            .journals
-            .iter()
-            .filter(|j| !j.definition.disabled)
+    fn enabled_journals(&self) -> impl Iterator<Item = JournalRules<'_>> {
+        self.admission
+            .journals()
+            .filter_map(|j| self.admission.rules(j))
+            .filter(|r| !r.disabled)
     }
 
     fn mail(&mut self, from: Option<&str>, params: MailParams) {
@@ -856,11 +836,8 @@ impl Session {
             ));
         }
         let any_enabled = self.enabled_journals().next().is_some();
-        let all_encrypted = any_enabled && self.enabled_journals().all(|j| j.definition.encrypted);
-        let all_auth = any_enabled
-            && self
-                .enabled_journals()
-                .all(|j| j.definition.use_smtp_authentication);
+        let all_encrypted = any_enabled && self.enabled_journals().all(|r| r.encrypted);
+        let all_auth = any_enabled && self.enabled_journals().all(|r| r.use_smtp_authentication);
         if !self.storage_available {
             return self.error(Reply::new(
                 452,
@@ -940,29 +917,30 @@ impl Session {
                 "Error: too many recipients",
             ));
         }
-        let Some(journal) = self.policy.journal_for_recipient(to) else {
-            let journal_domain = to.rsplit_once('@').is_some_and(|(_, d)| {
-                self.policy
-                    .internal_domains
-                    .iter()
-                    .any(|i| i.eq_ignore_ascii_case(d.trim_end_matches('.')))
-            });
-            return if journal_domain {
-                self.error(Reply::new(
+        let index = match self.admission.recipient(to) {
+            RecipientKind::Journal(index) => index,
+            RecipientKind::LocalUnknown => {
+                return self.error(Reply::new(
                     550,
                     EnhancedCode(5, 1, 1),
                     format!("<{to}>: Recipient address rejected: not a journal address"),
-                ))
-            } else {
-                self.error(Reply::new(
+                ));
+            }
+            RecipientKind::Relay => {
+                return self.error(Reply::new(
                     550,
                     EnhancedCode(5, 7, 1),
                     format!("<{to}>: Relay access denied"),
-                ))
-            };
+                ));
+            }
         };
-        let d = &journal.definition;
-        let index = journal.index;
+        let Some(d) = self.admission.rules(index) else {
+            return self.error(Reply::new(
+                550,
+                EnhancedCode(5, 1, 1),
+                format!("<{to}>: Recipient address rejected: not a journal address"),
+            ));
+        };
         if d.disabled {
             return self.error(Reply::new(
                 550,
@@ -980,14 +958,14 @@ impl Session {
         // A definition that uses SMTP authentication is authorised by its credentials (the
         // service address and password); any other by the sender's address.
         if d.use_smtp_authentication {
-            if self.authenticated.as_deref() != Some(journal.service_address.as_str()) {
+            if self.authenticated.as_deref() != Some(d.service_address) {
                 return self.error(Reply::new(
                     530,
                     EnhancedCode(5, 7, 0),
                     "Authentication required",
                 ));
             }
-        } else if !self.policy.source_allowed(journal, self.peer) {
+        } else if !self.admission.source_allowed(index, self.peer) {
             let peer = self.peer;
             return self.error(Reply::new(550, EnhancedCode(5, 7, 1), format!("<{to}>: Client address {peer} is not an authorized source for this journal address")));
         }
@@ -1285,28 +1263,5 @@ impl Session {
         self.phase = Phase::Closed;
         self.pending.clear();
         self.events.push_back(Event::Close);
-    }
-}
-
-/// Equality whose time depends only on the lengths, not on where the bytes differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
-    for i in 0..a.len().max(b.len()) {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
-    }
-    diff == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn constant_time_eq_is_equality() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret!"));
-        assert!(!constant_time_eq(b"", b"x"));
-        assert!(constant_time_eq(b"", b""));
     }
 }
