@@ -8,18 +8,20 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 
-use super::{INLINE_LIMIT, Record, parse_id};
+use mailjournal_queue::ItemId;
+
+use crate::{INLINE_LIMIT, Record};
 
 /// The longest record metadata (JSON) read back from the log: far above what a transaction
 /// with the session's recipient limit produces, and a bound on what a damaged header can make
 /// recovery allocate.
-pub(super) const MAX_RECORD_JSON: usize = 1024 * 1024;
+pub(crate) const MAX_RECORD_JSON: usize = 1024 * 1024;
 
 /// A frame's header: JSON length, data length, CRC-32 of both.
-pub(super) const FRAME_HEAD: usize = 12;
+pub(crate) const FRAME_HEAD: usize = 12;
 
 /// The header of a frame holding `json` and `data`.
-pub(super) fn frame_head(json: &[u8], data: &[u8]) -> [u8; FRAME_HEAD] {
+pub(crate) fn frame_head(json: &[u8], data: &[u8]) -> [u8; FRAME_HEAD] {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(json);
     hasher.update(data);
@@ -32,7 +34,7 @@ pub(super) fn frame_head(json: &[u8], data: &[u8]) -> [u8; FRAME_HEAD] {
 
 /// Appends every slice, in order, with as few system calls as the kernel allows (the frames
 /// of a batch go out in one `writev`, without being copied together first).
-pub(super) fn append_all(log: &mut File, mut slices: &mut [io::IoSlice<'_>]) -> io::Result<()> {
+pub(crate) fn append_all(log: &mut File, mut slices: &mut [io::IoSlice<'_>]) -> io::Result<()> {
     while !slices.is_empty() {
         match log.write_vectored(slices) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -44,36 +46,36 @@ pub(super) fn append_all(log: &mut File, mut slices: &mut [io::IoSlice<'_>]) -> 
     Ok(())
 }
 
-pub(super) fn u32_at(bytes: &[u8], at: usize) -> u32 {
+pub(crate) fn u32_at(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
 /// A frame header whose lengths are within what the server writes.
-pub(super) struct FrameHead {
-    pub(super) json_len: usize,
-    pub(super) data_len: usize,
+pub(crate) struct FrameHead {
+    pub(crate) json_len: usize,
+    pub(crate) data_len: usize,
     crc: u32,
 }
 
 impl FrameHead {
     /// Where the next frame starts, for a frame starting at `pos`.
-    pub(super) fn end(&self, pos: u64) -> u64 {
+    pub(crate) fn end(&self, pos: u64) -> u64 {
         pos + (FRAME_HEAD + self.json_len + self.data_len) as u64
     }
 }
 
 /// One intact frame read back from a segment.
-pub(super) struct Frame {
-    /// Its metadata; `log_offset` is still relative to the segment.
-    pub(super) record: Record,
+pub(crate) struct Frame {
+    /// Its metadata; its location's `log_offset` is still relative to the segment.
+    pub(crate) record: Record,
     /// The inline message bytes (empty for a message in its own data file).
-    pub(super) data: Vec<u8>,
+    pub(crate) data: Vec<u8>,
     /// Where the next frame starts.
-    pub(super) next: u64,
+    pub(crate) next: u64,
 }
 
 /// Fills `buf` from `offset`; false when the file ends first.
-pub(super) fn read_exact_or_eof(log: &File, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+pub(crate) fn read_exact_or_eof(log: &File, buf: &mut [u8], offset: u64) -> io::Result<bool> {
     match log.read_exact_at(buf, offset) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
@@ -82,7 +84,7 @@ pub(super) fn read_exact_or_eof(log: &File, buf: &mut [u8], offset: u64) -> io::
 }
 
 /// The header at `pos`, if the file holds one there with plausible lengths.
-pub(super) fn read_head(log: &File, pos: u64) -> io::Result<Option<FrameHead>> {
+pub(crate) fn read_head(log: &File, pos: u64) -> io::Result<Option<FrameHead>> {
     let mut head = [0u8; FRAME_HEAD];
     if !read_exact_or_eof(log, &mut head, pos)? {
         return Ok(None);
@@ -98,7 +100,7 @@ pub(super) fn read_head(log: &File, pos: u64) -> io::Result<Option<FrameHead>> {
 }
 
 /// The frame at `pos`, if it is whole and checks out (CRC, then metadata, then its id).
-pub(super) fn read_frame(log: &File, pos: u64) -> io::Result<Option<Frame>> {
+pub(crate) fn read_frame(log: &File, pos: u64) -> io::Result<Option<Frame>> {
     let Some(head) = read_head(log, pos)? else {
         return Ok(None);
     };
@@ -108,15 +110,13 @@ pub(super) fn read_frame(log: &File, pos: u64) -> io::Result<Option<Frame>> {
     {
         return Ok(None);
     }
+    // The id names files (data, quarantine): anything but a queue id fails to parse, so it
+    // is damage, never a path.
     let Ok(mut record) = serde_json::from_slice::<Record>(&body[..head.json_len]) else {
         return Ok(None);
     };
-    // The id names files (data, quarantine): anything but a queue id is damage, never a path.
-    if parse_id(&record.id).is_none() {
-        return Ok(None);
-    }
     if record.inline_data {
-        record.log_offset = Some(pos);
+        record.location.log_offset = Some(pos);
     }
     body.drain(..head.json_len);
     Ok(Some(Frame {
@@ -128,7 +128,7 @@ pub(super) fn read_frame(log: &File, pos: u64) -> io::Result<Option<Frame>> {
 
 /// Every intact frame of a segment, in order, skipping damaged ones that a readable header
 /// steps over; stops where no plausible header follows.
-pub(super) fn for_each_frame(log: &File, mut each: impl FnMut(Frame)) -> io::Result<()> {
+pub(crate) fn for_each_frame(log: &File, mut each: impl FnMut(Frame)) -> io::Result<()> {
     let mut pos = 0;
     loop {
         if let Some(frame) = read_frame(log, pos)? {
@@ -144,7 +144,7 @@ pub(super) fn for_each_frame(log: &File, mut each: impl FnMut(Frame)) -> io::Res
 
 /// The message bytes inside the frame at `pos` of a segment, checked against the frame's CRC
 /// and the record's id.
-pub(super) fn read_inline(log: &File, id: &str, pos: u64) -> io::Result<Vec<u8>> {
+pub(crate) fn read_inline(log: &File, id: ItemId, pos: u64) -> io::Result<Vec<u8>> {
     match read_frame(log, pos)? {
         Some(frame) if frame.record.id == id && frame.record.inline_data => Ok(frame.data),
         _ => Err(io::Error::new(
@@ -156,7 +156,7 @@ pub(super) fn read_inline(log: &File, id: &str, pos: u64) -> io::Result<Vec<u8>>
 
 /// Where the frame of inline item `id` starts in a segment, found by walking the frames'
 /// headers and metadata (not their data).
-pub(super) fn find_inline(log: &File, id: &str) -> io::Result<Option<u64>> {
+pub(crate) fn find_inline(log: &File, id: ItemId) -> io::Result<Option<u64>> {
     let mut pos = 0;
     while let Some(head) = read_head(log, pos)? {
         let mut json = vec![0u8; head.json_len];

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 /// The messages being received (from DATA until their commit request is sent), which a batch
 /// may wait for, and the committer to wake when the last of them has sent its request.
 #[derive(Debug, Default)]
-pub(super) struct InFlight {
+pub(crate) struct InFlight {
     count: AtomicUsize,
     /// Set by [`gather`] on its first call: the one thread that gathers batches.
     committer: OnceLock<Thread>,
@@ -34,10 +34,10 @@ impl InFlight {
 
 /// One message being received, counted while it lives. Dropped after its commit request is
 /// sent: the committer, woken by the last one, then finds every request it waited for.
-pub(super) struct Receiving(Arc<InFlight>);
+pub(crate) struct Receiving(Arc<InFlight>);
 
 impl Receiving {
-    pub(super) fn start(in_flight: &Arc<InFlight>) -> Self {
+    pub(crate) fn start(in_flight: &Arc<InFlight>) -> Self {
         in_flight.count.fetch_add(1, Ordering::AcqRel);
         Receiving(in_flight.clone())
     }
@@ -58,11 +58,11 @@ impl Drop for Receiving {
 
 /// No linger waits longer than this, whatever it is configured to: past it, a sync is cheaper
 /// than the wait.
-pub(super) const LINGER_CEILING: Duration = Duration::from_secs(1);
+pub(crate) const LINGER_CEILING: Duration = Duration::from_secs(1);
 
 /// How long the committer may wait: the recent sync time, never more than a maximum.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Linger {
+pub(crate) struct Linger {
     max: Duration,
     /// A moving average of the time one batch's write and sync took.
     sync_time: Duration,
@@ -71,7 +71,7 @@ pub(super) struct Linger {
 impl Linger {
     /// Starts at the maximum (at most [`LINGER_CEILING`]), until the first sync says what a
     /// sync costs here.
-    pub(super) fn new(max: Duration) -> Self {
+    pub(crate) fn new(max: Duration) -> Self {
         let max = max.min(LINGER_CEILING);
         Linger {
             max,
@@ -80,13 +80,13 @@ impl Linger {
     }
 
     /// The longest the next batch may wait.
-    pub(super) fn bound(&self) -> Duration {
+    pub(crate) fn bound(&self) -> Duration {
         self.sync_time.min(self.max)
     }
 
     /// Takes the time one batch's write and sync took into the average (weight 1/8: one slow
     /// sync moves it, a slow disk soon shows).
-    pub(super) fn observe(&mut self, took: Duration) {
+    pub(crate) fn observe(&mut self, took: Duration) {
         self.sync_time = self.sync_time.saturating_mul(7).saturating_add(took) / 8;
     }
 }
@@ -94,7 +94,7 @@ impl Linger {
 /// Adds to `batch` what arrives from `rx` while some message is still being received
 /// (`in_flight`), for at most `bound`. Returns once none is (the last one wakes this thread),
 /// or the bound has passed. Always called from the same thread, the committer.
-pub(super) fn gather<T>(
+pub(crate) fn gather<T>(
     rx: &Receiver<T>,
     batch: &mut Vec<T>,
     in_flight: &InFlight,

@@ -13,29 +13,29 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::Path;
 
-use super::frame::{self, Frame};
-use super::segments::{self, Place};
-use super::{Record, sha256_of, sync_dir};
+use crate::frame::{self, Frame};
+use crate::segments::{self, Place};
+use crate::{Record, sha256_of, sync_dir};
 
 /// What recovery found (the records themselves went to the caller one by one).
 #[derive(Debug, Default)]
-pub(crate) struct Recovery {
+pub struct Recovery {
     /// Committed records found intact.
-    pub(crate) committed: u64,
+    pub committed: u64,
     /// Bytes cut from a torn log tail.
-    pub(crate) truncated_bytes: u64,
+    pub truncated_bytes: u64,
     /// Data files removed because no record committed them.
-    pub(crate) discarded: Vec<String>,
+    pub discarded: Vec<String>,
     /// Records whose data was missing or corrupt (data moved to quarantine), and damaged
     /// stretches of the log (copied to quarantine).
-    pub(crate) quarantined: Vec<String>,
+    pub quarantined: Vec<String>,
     /// Live segments and the intact records each holds.
-    pub(crate) segments: BTreeMap<u64, u64>,
+    pub segments: BTreeMap<u64, u64>,
 }
 
 /// Recovers every live segment under `root`, handing each intact record to `on_record` in
 /// commit order.
-pub(super) fn recover(root: &Path, on_record: &mut dyn FnMut(Record)) -> io::Result<Recovery> {
+pub(crate) fn recover(root: &Path, on_record: &mut dyn FnMut(Record)) -> io::Result<Recovery> {
     let mut recovery = Recovery::default();
     let mut committed_files = HashSet::new();
     let bases = segments::list(root, Place::Live)?;
@@ -46,7 +46,7 @@ pub(super) fn recover(root: &Path, on_record: &mut dyn FnMut(Record)) -> io::Res
         let log = OpenOptions::new().read(true).write(true).open(&segment)?;
         let end = recover_segment(root, &log, base, &mut recovery, &mut |record| {
             if !record.inline_data {
-                committed_files.insert(record.id.clone());
+                committed_files.insert(record.id.to_string());
             }
             records += 1;
             on_record(record);
@@ -102,20 +102,20 @@ fn recover_segment(
             let intact = if record.inline_data {
                 matches(&record, &mut data.as_slice())
             } else {
-                let path = segments::data_file(root, &record.id);
+                let path = segments::data_file(root, record.id);
                 let ok = File::open(&path).is_ok_and(|mut file| matches(&record, &mut file));
                 if !ok {
-                    let _ = fs::rename(&path, root.join("quarantine").join(&record.id));
+                    let _ = fs::rename(&path, root.join("quarantine").join(record.id.to_string()));
                 }
                 ok
             };
             if intact {
-                record.segment = base;
-                record.log_offset = record.log_offset.map(|at| base + at);
+                record.location.segment = base;
+                record.location.log_offset = record.location.log_offset.map(|at| base + at);
                 recovery.committed += 1;
                 on_record(record);
             } else {
-                recovery.quarantined.push(record.id.clone());
+                recovery.quarantined.push(record.id.to_string());
             }
             continue;
         }

@@ -5,7 +5,7 @@
 //! * `log/<BASE>.log`: live segments. `BASE` (20 digits) is the segment's first byte in the
 //!   log as a whole, so a record keeps one offset for life whichever file holds it. The last
 //!   live segment is the one the committer appends to; it starts a new one past
-//!   [`SpoolLimits::segment_bytes`](super::SpoolLimits).
+//!   [`SpoolOptions::segment_bytes`](crate::SpoolOptions).
 //! * `kept/<BASE>.log` and `kept/data/<ID>`: retired segments and the data files of their
 //!   large messages. A sealed segment is retired once every record in it is settled in the
 //!   archive store (and that is durable): recovery no longer reads it, `get --as-received`
@@ -22,11 +22,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::{frame, parse_id, sync_dir};
+use mailjournal_queue::ItemId;
+
+use crate::{frame, sync_dir};
 
 /// Where a segment file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Place {
+pub(crate) enum Place {
     /// Read by recovery at start-up; the last one is appended to.
     Live,
     /// Retired: kept for `get --as-received`.
@@ -35,7 +37,7 @@ pub(super) enum Place {
 
 impl Place {
     /// Where this place's segments are.
-    pub(super) fn dir(self, root: &Path) -> PathBuf {
+    pub(crate) fn dir(self, root: &Path) -> PathBuf {
         match self {
             Place::Live => root.join("log"),
             Place::Kept => root.join("kept"),
@@ -43,7 +45,7 @@ impl Place {
     }
 
     /// Where the data files of this place's large messages are.
-    pub(super) fn data_dir(self, root: &Path) -> PathBuf {
+    pub(crate) fn data_dir(self, root: &Path) -> PathBuf {
         match self {
             Place::Live => root.join("data"),
             Place::Kept => root.join("kept").join("data"),
@@ -52,7 +54,7 @@ impl Place {
 }
 
 /// The file of segment `base` in `place`.
-pub(super) fn path(root: &Path, place: Place, base: u64) -> PathBuf {
+pub(crate) fn path(root: &Path, place: Place, base: u64) -> PathBuf {
     place.dir(root).join(format!("{base:020}.log"))
 }
 
@@ -64,7 +66,7 @@ fn parse_name(name: &OsStr) -> Option<u64> {
 }
 
 /// The segments in `place`, ascending.
-pub(super) fn list(root: &Path, place: Place) -> io::Result<Vec<u64>> {
+pub(crate) fn list(root: &Path, place: Place) -> io::Result<Vec<u64>> {
     let entries = match fs::read_dir(place.dir(root)) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -82,7 +84,7 @@ pub(super) fn list(root: &Path, place: Place) -> io::Result<Vec<u64>> {
 
 /// Opens segment `base` for reading, live or kept (a retirement may move it between a look
 /// at the directory and the open).
-pub(super) fn open(root: &Path, base: u64) -> io::Result<File> {
+pub(crate) fn open(root: &Path, base: u64) -> io::Result<File> {
     match File::open(path(root, Place::Live, base)) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => File::open(path(root, Place::Kept, base)),
         other => other,
@@ -90,7 +92,7 @@ pub(super) fn open(root: &Path, base: u64) -> io::Result<File> {
 }
 
 /// The segment holding byte `offset` of the log: the one with the greatest base not past it.
-pub(super) fn containing(root: &Path, offset: u64) -> io::Result<u64> {
+pub(crate) fn containing(root: &Path, offset: u64) -> io::Result<u64> {
     let mut bases = list(root, Place::Live)?;
     bases.extend(list(root, Place::Kept)?);
     bases
@@ -101,8 +103,9 @@ pub(super) fn containing(root: &Path, offset: u64) -> io::Result<u64> {
 }
 
 /// Where the data file of large message `id` is: with the live ones, else with the kept ones.
-pub(super) fn data_file(root: &Path, id: &str) -> PathBuf {
-    let live = Place::Live.data_dir(root).join(id);
+pub(crate) fn data_file(root: &Path, id: ItemId) -> PathBuf {
+    let id = id.to_string();
+    let live = Place::Live.data_dir(root).join(&id);
     if live.exists() {
         return live;
     }
@@ -113,20 +116,20 @@ pub(super) fn data_file(root: &Path, id: &str) -> PathBuf {
 /// What the spool holds on disk: what start-up reads (live) and what only
 /// `get --as-received` reads (kept).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub(crate) struct Usage {
+pub struct Usage {
     /// Live log segments.
-    pub(crate) live_segments: u64,
+    pub live_segments: u64,
     /// Bytes of live segments and of the large messages they commit (or that are arriving).
-    pub(crate) live_bytes: u64,
+    pub live_bytes: u64,
     /// Retired segments.
-    pub(crate) kept_segments: u64,
+    pub kept_segments: u64,
     /// Bytes of retired segments and of their large messages.
-    pub(crate) kept_bytes: u64,
+    pub kept_bytes: u64,
 }
 
 /// Measures the spool under `root` (files that move while it looks are counted where they
 /// were found, or not at all).
-pub(super) fn usage(root: &Path) -> io::Result<Usage> {
+pub(crate) fn usage(root: &Path) -> io::Result<Usage> {
     let mut usage = Usage::default();
     for (place, segments, bytes) in [
         (Place::Live, &mut usage.live_segments, &mut usage.live_bytes),
@@ -153,7 +156,7 @@ pub(super) fn usage(root: &Path) -> io::Result<Usage> {
 
 /// Creates the directories, and moves a commit log from before segments (`commit.log`) to
 /// segment 0, where its offsets stay valid.
-pub(super) fn prepare(root: &Path) -> io::Result<()> {
+pub(crate) fn prepare(root: &Path) -> io::Result<()> {
     for place in [Place::Live, Place::Kept] {
         fs::create_dir_all(place.dir(root))?;
         fs::create_dir_all(place.data_dir(root))?;
@@ -170,17 +173,17 @@ pub(super) fn prepare(root: &Path) -> io::Result<()> {
 
 /// The segment the committer appends to.
 #[derive(Debug)]
-pub(super) struct Active {
-    pub(super) base: u64,
-    pub(super) file: File,
+pub(crate) struct Active {
+    pub(crate) base: u64,
+    pub(crate) file: File,
     /// Bytes committed in it.
-    pub(super) len: u64,
+    pub(crate) len: u64,
 }
 
 /// The live segments' bookkeeping, shared by the committer (which fills and seals them) and
 /// the pipeline (which retires them).
 #[derive(Debug)]
-pub(crate) struct Segments {
+pub struct Segments {
     root: PathBuf,
     /// Live segments by base: committed records and whether the committer has moved on.
     live: Mutex<BTreeMap<u64, LiveSegment>>,
@@ -195,7 +198,7 @@ struct LiveSegment {
 impl Segments {
     /// Takes over the live segments recovery found (base → intact records) and opens the one
     /// to append to: the last live segment, or a new one past every segment there is.
-    pub(super) fn open(root: &Path, recovered: &BTreeMap<u64, u64>) -> io::Result<(Self, Active)> {
+    pub(crate) fn open(root: &Path, recovered: &BTreeMap<u64, u64>) -> io::Result<(Self, Active)> {
         let mut live: BTreeMap<u64, LiveSegment> = recovered
             .iter()
             .map(|(&base, &records)| {
@@ -237,7 +240,7 @@ impl Segments {
     }
 
     /// Seals `current` and starts the segment that follows it.
-    pub(super) fn start_after(&self, current: &Active) -> io::Result<Active> {
+    pub(crate) fn start_after(&self, current: &Active) -> io::Result<Active> {
         let next = create(&self.root, current.base + current.len)?;
         let mut table = self.table();
         if let Some(segment) = table.get_mut(&current.base) {
@@ -254,7 +257,7 @@ impl Segments {
     }
 
     /// Counts records the committer has made durable in segment `base`.
-    pub(super) fn committed(&self, base: u64, records: usize) {
+    pub(crate) fn committed(&self, base: u64, records: usize) {
         if let Some(segment) = self.table().get_mut(&base) {
             segment.records += records as u64;
         }
@@ -262,7 +265,7 @@ impl Segments {
 
     /// The sealed live segments and how many committed records each holds: once all of those
     /// are settled, a segment can be retired.
-    pub(crate) fn sealed(&self) -> Vec<(u64, u64)> {
+    pub fn sealed(&self) -> Vec<(u64, u64)> {
         self.table()
             .iter()
             .filter(|(_, s)| s.sealed)
@@ -273,7 +276,7 @@ impl Segments {
     /// Retires sealed segment `base`: its large messages' data files, then the segment itself,
     /// move to `kept/`, where recovery no longer reads them. The caller must first have made
     /// the settled state of every record in it durable.
-    pub(crate) fn retire(&self, base: u64) -> io::Result<()> {
+    pub fn retire(&self, base: u64) -> io::Result<()> {
         if !self.table().get(&base).is_some_and(|s| s.sealed) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -288,11 +291,11 @@ impl Segments {
         let mut moved = false;
         let mut failed = None;
         frame::for_each_frame(&File::open(&live)?, |frame| {
-            let id = &frame.record.id;
-            if frame.record.inline_data || parse_id(id).is_none() || failed.is_some() {
+            if frame.record.inline_data || failed.is_some() {
                 return;
             }
-            match fs::rename(data.join(id), kept_data.join(id)) {
+            let id = frame.record.id.to_string();
+            match fs::rename(data.join(&id), kept_data.join(&id)) {
                 Ok(()) => moved = true,
                 // Moved by a retirement that a crash interrupted.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -1,15 +1,7 @@
-//! Wall-clock time for the server (the crates take time as an argument; this is where it
-//! comes from) and RFC 3339 formatting without a date-time dependency.
+//! RFC 3339 formatting of timestamps for the operator commands, without a date-time
+//! dependency.
 
 use mailjournal::queue::Timestamp;
-
-/// Now, in milliseconds since the Unix epoch.
-pub(crate) fn now() -> Timestamp {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    Timestamp(ms)
-}
 
 /// `2026-01-01T00:00:00Z` for a timestamp (UTC, seconds precision).
 pub(crate) fn rfc3339(t: Timestamp) -> String {

@@ -1,14 +1,11 @@
 //! `journal-server`: the reference journaling server and its operator commands. The binary
-//! is [`main`]; this library exists so that the fuzz targets reach the spool's recovery.
+//! is [`main`]; everything else is wiring of the `mailjournal` crates.
 
 mod clock;
 mod config_cmd;
 mod inspect;
 mod serve;
 mod status;
-mod store;
-#[cfg(test)]
-mod testing;
 
 use std::process::ExitCode;
 
@@ -102,20 +99,7 @@ pub fn main() -> ExitCode {
             id,
             as_received,
         } => status::get(&data_dir, &id, as_received),
-        Command::Retry { data_dir, id } => match store::request_retry(&data_dir, &id) {
-            Ok(true) => {
-                println!("{id}: retry requested");
-                ExitCode::SUCCESS
-            }
-            Ok(false) => {
-                eprintln!("{id}: no failed item with this id");
-                ExitCode::from(1)
-            }
-            Err(e) => {
-                eprintln!("{}: {e}", data_dir.display());
-                ExitCode::from(2)
-            }
-        },
+        Command::Retry { data_dir, id } => status::retry(&data_dir, &id),
         Command::CheckConfig { file } => config_cmd::check_config(&file),
         Command::Init { domain } => config_cmd::init(&domain),
         Command::M365Plan(args) => config_cmd::m365_plan(&args),
@@ -136,10 +120,4 @@ pub fn main() -> ExitCode {
             inspect::inspect(&files, &options)
         }
     }
-}
-
-/// Entry points for the fuzz targets in `fuzz/`, not an API.
-#[doc(hidden)]
-pub mod fuzzing {
-    pub use crate::serve::spool::fuzzing::*;
 }

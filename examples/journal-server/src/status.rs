@@ -1,16 +1,17 @@
-//! `status` and `get`: read-only views of a data directory, safe while the server runs
+//! `status`, `get` and `retry`: views of a data directory, safe while the server runs
 //! (SQLite read snapshots; spool and archive files are written once, then renamed or synced).
 
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use mailjournal::queue::{Connector, Duration, Timestamp};
-use rusqlite::OptionalExtension;
+use mailjournal::archive::embedded::Reader;
+use mailjournal::archive::{ArchiveError, ArchiveResult};
+use mailjournal::queue::{Connector, Duration, ItemId};
+use mailjournal::spool::{Clock, SystemClock};
 use serde_json::{Value, json};
 
 use crate::clock;
-use crate::store;
 
 pub(crate) fn status(data_dir: &Path, as_json: bool, limit: usize) -> ExitCode {
     match read_status(data_dir, limit) {
@@ -29,72 +30,62 @@ pub(crate) fn status(data_dir: &Path, as_json: bool, limit: usize) -> ExitCode {
     }
 }
 
-fn read_status(data_dir: &Path, limit: usize) -> rusqlite::Result<Value> {
-    let db = store::open_read_only(data_dir)?;
-    let now = clock::now();
-    let mut stmt = db.prepare("SELECT description, service_email_address, disabled, period_minutes, last_message_at FROM connectors ORDER BY position")?;
-    let connectors = stmt
-        .query_map([], |r| {
-            let description: String = r.get(0)?;
-            let address: String = r.get(1)?;
-            let disabled: bool = r.get(2)?;
-            let period: i64 = r.get(3)?;
-            let last: Option<i64> = r.get(4)?;
-            let last = last.map(|t| Timestamp(t as u64));
-            let status = Connector::restore(Duration::minutes(period as u64), disabled, last, now)
-                .status_at(now);
-            Ok(json!({
-                "description": description,
-                "service_email_address": address,
+fn read_status(data_dir: &Path, limit: usize) -> ArchiveResult<Value> {
+    let archive = Reader::open(data_dir)?;
+    let now = SystemClock.now();
+    let connectors: Vec<Value> = archive
+        .connectors()?
+        .into_iter()
+        .map(|c| {
+            let period = Duration::minutes(u64::from(c.period_minutes));
+            let status =
+                Connector::restore(period, c.disabled, c.last_message_at, now).status_at(now);
+            json!({
+                "description": c.description,
+                "service_email_address": c.service_email_address,
                 "status": status.name(),
-                "last_message_at": last.map(clock::rfc3339),
-            }))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut counts = serde_json::Map::new();
-    // A database the server has not opened since counts were kept is counted the long way.
-    let mut stmt = db.prepare(if store::keeps_item_counts(&db)? {
-        store::KEPT_COUNTS
-    } else {
-        store::COUNTED
-    })?;
-    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-        let (state, n) = row?;
-        counts.insert(state, json!(n));
-    }
-    let oldest: Option<i64> = db.query_row(
-        "SELECT MIN(received_at) FROM items WHERE state NOT IN ('archived', 'merged', 'not_archived', 'expired')",
-        [],
-        |r| r.get(0),
-    )?;
-    let oldest_pending_age = oldest.map(|t| now.since(Timestamp(t as u64)).as_millis() / 1000);
-    let sql = "SELECT id, state, definition, sender, recipient, received_at, attempts, reason FROM items ORDER BY received_at DESC, id DESC LIMIT ?1";
-    let limit = if limit == 0 { -1 } else { limit as i64 };
-    let mut stmt = db.prepare(sql)?;
-    let items = stmt
-        .query_map([limit], |r| {
-            let received: i64 = r.get(5)?;
-            let mut item = json!({
-                "id": r.get::<_, String>(0)?,
-                "state": r.get::<_, String>(1)?,
-                "definition": r.get::<_, String>(2)?,
-                "sender": r.get::<_, String>(3)?,
-                "recipient": r.get::<_, String>(4)?,
-                "received_at": clock::rfc3339(Timestamp(received as u64)),
-                "attempts": r.get::<_, i64>(6)?,
+                "last_message_at": c.last_message_at.map(clock::rfc3339),
+            })
+        })
+        .collect();
+    let counts: serde_json::Map<String, Value> = archive
+        .counts()?
+        .into_iter()
+        .map(|(state, n)| (state.as_str().to_owned(), json!(n)))
+        .collect();
+    let oldest_pending_age = archive
+        .oldest_pending()?
+        .map(|t| now.since(t).as_millis() / 1000);
+    let items: Vec<Value> = archive
+        .items((limit != 0).then_some(limit))?
+        .into_iter()
+        .map(|item| {
+            let mut value = json!({
+                "id": item.id.to_string(),
+                "state": item.state.as_str(),
+                "definition": item.definition,
+                "sender": item.sender,
+                "recipient": item.recipient,
+                "received_at": clock::rfc3339(item.received_at),
+                "attempts": item.attempts,
             });
-            if let Some(reason) = r.get::<_, Option<String>>(7)? {
-                item["reason"] = json!(reason);
+            if let Some(reason) = item.reason {
+                value["reason"] = json!(reason);
             }
-            Ok(item)
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+            value
+        })
+        .collect();
     // A data directory without a spool yet (the server never ran) holds nothing there.
-    let spool = crate::serve::spool::usage(data_dir).unwrap_or_default();
+    let spool = mailjournal::spool::usage(&data_dir.join("spool")).unwrap_or_default();
     Ok(json!({
         "connectors": connectors,
         "queue": {"counts": counts, "oldest_pending_age_seconds": oldest_pending_age, "items": items},
-        "spool": spool,
+        "spool": {
+            "live_segments": spool.live_segments,
+            "live_bytes": spool.live_bytes,
+            "kept_segments": spool.kept_segments,
+            "kept_bytes": spool.kept_bytes,
+        },
     }))
 }
 
@@ -147,17 +138,19 @@ fn megabytes(bytes: &Value) -> String {
 }
 
 pub(crate) fn get(data_dir: &Path, id: &str, as_received: bool) -> ExitCode {
+    let Ok(id) = id.parse::<ItemId>() else {
+        eprintln!("unknown id {id}");
+        return ExitCode::from(1);
+    };
+    let item = Reader::open(data_dir).and_then(|archive| {
+        let item = archive.item(id)?;
+        Ok((archive, item))
+    });
     let bytes = if as_received {
-        if crate::serve::spool::parse_id(id).is_none() {
-            eprintln!("unknown id {id}");
-            return ExitCode::from(1);
-        }
-        // The store knows where an inline item's record is; without it (an item the store has
-        // not seen yet), the log is walked.
-        let offset = store::open_read_only(data_dir)
-            .and_then(|db| store::log_offset(&db, id))
-            .unwrap_or(None);
-        match crate::serve::spool::read_data(data_dir, id, offset) {
+        // The archive knows where an inline item's record is; without it (an item the
+        // archive has not seen yet), the log is walked.
+        let offset = item.as_ref().ok().and_then(|(_, i)| i.as_ref()?.log_offset);
+        match mailjournal::spool::read_as_received(&data_dir.join("spool"), id, offset) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 eprintln!("unknown id {id}");
@@ -171,28 +164,21 @@ pub(crate) fn get(data_dir: &Path, id: &str, as_received: bool) -> ExitCode {
             }
         }
     } else {
-        let sha: rusqlite::Result<Option<Option<String>>> = store::open_read_only(data_dir)
-            .and_then(|db| {
-                db.query_row(
-                    "SELECT content_sha256 FROM items WHERE id = ?1",
-                    [id],
-                    |r| r.get(0),
-                )
-                .optional()
-            });
-        match sha {
-            Ok(Some(Some(sha))) => match store::read_content(data_dir, &sha) {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    eprintln!("{id}: archived content missing: {e}");
-                    return ExitCode::from(2);
+        match item {
+            Ok((archive, Some(row))) => match row.content {
+                Some(hash) => match archive.content(&hash) {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        eprintln!("{id}: archived content missing: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+                None => {
+                    eprintln!("{id} is not archived (yet): see `status`, or use --as-received");
+                    return ExitCode::from(1);
                 }
             },
-            Ok(Some(None)) => {
-                eprintln!("{id} is not archived (yet): see `status`, or use --as-received");
-                return ExitCode::from(1);
-            }
-            Ok(None) => {
+            Ok((_, None)) => {
                 eprintln!("unknown id {id}");
                 return ExitCode::from(1);
             }
@@ -207,4 +193,25 @@ pub(crate) fn get(data_dir: &Path, id: &str, as_received: bool) -> ExitCode {
         return ExitCode::from(2);
     }
     ExitCode::SUCCESS
+}
+
+/// `retry`: marks a failed item for retry.
+pub(crate) fn retry(data_dir: &Path, id: &str) -> ExitCode {
+    let requested = id.parse::<ItemId>().map_err(|_| None).and_then(|parsed| {
+        mailjournal::archive::embedded::request_retry(data_dir, parsed).map_err(Some)
+    });
+    match requested {
+        Ok(true) => {
+            println!("{id}: retry requested");
+            ExitCode::SUCCESS
+        }
+        Ok(false) | Err(None) => {
+            eprintln!("{id}: no failed item with this id");
+            ExitCode::from(1)
+        }
+        Err(Some(e)) => {
+            eprintln!("{}: {}", data_dir.display(), e as ArchiveError);
+            ExitCode::from(2)
+        }
+    }
 }

@@ -16,17 +16,17 @@ use std::time::Duration;
 
 /// The pause before each new message while archiving is behind (Postfix's default
 /// `in_flow_delay`).
-pub(crate) const IN_FLOW_DELAY: Duration = Duration::from_secs(1);
+pub const IN_FLOW_DELAY: Duration = Duration::from_secs(1);
 
 /// Archiving counts as behind once it is this late ...
-pub(crate) const BEHIND_FROM: Duration = Duration::from_secs(10);
+pub const BEHIND_FROM: Duration = Duration::from_secs(10);
 
 /// ... and as caught up again once it is less late than this.
-pub(crate) const CAUGHT_UP_BELOW: Duration = Duration::from_secs(2);
+pub const CAUGHT_UP_BELOW: Duration = Duration::from_secs(2);
 
 /// Whether archiving is behind: set by the pipeline, read by every session.
 #[derive(Debug, Default)]
-pub(crate) struct InFlow {
+pub struct InFlow {
     behind: AtomicBool,
 }
 
@@ -58,7 +58,7 @@ impl InFlow {
 
     /// How long a session waits before taking a new message: nothing unless archiving is
     /// behind.
-    pub(crate) fn delay(&self) -> Option<Duration> {
+    pub fn delay(&self) -> Option<Duration> {
         self.behind.load(Ordering::Relaxed).then_some(IN_FLOW_DELAY)
     }
 }

@@ -1,28 +1,35 @@
 //! The pipeline after commit: one thread owns the queue state machine and the archive store.
 //! It schedules each accepted item (initial delay, match attempts, archive or merge), parses
 //! it inside `catch_unwind`, applies the archive policy, de-duplicates by the original's
-//! Message-ID and sent date, writes the archive, and keeps the connector status.
+//! Message-ID and sent date, writes the archive, keeps the connector status, and retires
+//! spool segments whose items have all settled.
+//!
+//! An item keeps its journal definition by identity: the service email address it was
+//! accepted for, looked up in the current configuration. One whose definition is no longer
+//! configured is held (shown with the reason, its spool segment never retired) and taken up
+//! again at a start where it is configured; a definition disabled meanwhile still archives
+//! what it accepted while enabled (disabling stops new mail, not archiving).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 
-use mailjournal::definition::policy::Journal;
-use mailjournal::definition::{ArchiveDecision, Policy};
-use mailjournal::ingest;
-use mailjournal::queue::{
-    Action, Connector, Duration, ItemId, ItemMeta, MatchResult, Queue, QueueParams, Timestamp,
-    Timing,
+use mailjournal_archive::{
+    Archival, ArchiveIndex, ArchivedRecipient, ConnectorConfig, ContentStore, NewItem, Progress,
+    hash_of,
 };
-use sha2::{Digest, Sha256};
+use mailjournal_definition::policy::Journal;
+use mailjournal_definition::{ArchiveDecision, Policy};
+use mailjournal_queue::{
+    Action, Connector, Duration, ItemId, ItemMeta, MatchResult, Queue, QueueParams, StateName,
+    Timestamp, Timing,
+};
+use mailjournal_spool::{Clock, Location, Record, Segments, SpoolReader};
 
 use super::in_flow::InFlow;
-use super::spool::{self, Record, Segments};
-use crate::clock;
-use crate::store::{Archival, ArchiveStore, ArchivedRecipient, NewItem, Progress};
+use crate::ingest;
 
 /// How long arrivals gather before the pipeline handles them.
 const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
@@ -47,7 +54,7 @@ const PIPELINE_NICE: i32 = 10;
 
 /// Lowers the calling thread's scheduling priority to [`PIPELINE_NICE`], where the system
 /// allows it.
-pub(crate) fn run_in_background() {
+pub(super) fn run_in_background() {
     // On Linux a thread's nice value is its own (elsewhere this call would renice the whole
     // process, so it is Linux only).
     #[cfg(target_os = "linux")]
@@ -60,7 +67,7 @@ pub(crate) fn run_in_background() {
 /// what was just written. Bounded: when the pipeline falls behind, further messages go
 /// without their bytes (it reads those from the spool) instead of piling up in memory.
 #[derive(Debug, Default)]
-pub(crate) struct Handoff {
+pub(super) struct Handoff {
     in_flight: AtomicUsize,
 }
 
@@ -69,7 +76,7 @@ impl Handoff {
     const LIMIT: usize = 32 * 1024 * 1024;
 
     /// The bytes to send along with a message, if they fit under the limit.
-    pub(crate) fn offer(&self, data: Option<Vec<u8>>) -> Option<Vec<u8>> {
+    pub(super) fn offer(&self, data: Option<Vec<u8>>) -> Option<Vec<u8>> {
         let data = data?;
         self.in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
@@ -80,13 +87,13 @@ impl Handoff {
     }
 
     /// Returns bytes taken by [`offer`](Self::offer) to the allowance.
-    pub(crate) fn release(&self, bytes: usize) {
+    pub(super) fn release(&self, bytes: usize) {
         self.in_flight.fetch_sub(bytes, Ordering::AcqRel);
     }
 }
 
 /// Messages to the pipeline thread.
-pub(crate) enum Input {
+pub(super) enum Input {
     /// A committed message, with its bytes when [`Handoff::offer`] let them through.
     Accepted(Box<Record>, Option<Vec<u8>>),
     /// Finish and return.
@@ -94,29 +101,29 @@ pub(crate) enum Input {
 }
 
 /// The pipeline's state.
-pub(crate) struct Pipeline {
+pub(super) struct Pipeline {
     policy: Arc<Policy>,
-    data_dir: PathBuf,
-    store: Box<dyn ArchiveStore>,
+    clock: Arc<dyn Clock>,
+    index: Box<dyn ArchiveIndex>,
+    content: Box<dyn ContentStore>,
     queue: Queue,
     connectors: Vec<Connector>,
     /// Connectors that received messages since the last flush, with the latest time.
-    touched: HashMap<usize, u64>,
+    touched: HashMap<usize, Timestamp>,
     /// Items in the queue: their journal definition and where their record is.
-    journals: HashMap<ItemId, Location>,
+    journals: HashMap<ItemId, Placed>,
     /// When settled items were last pruned from the queue.
     pruned_at: Timestamp,
     /// When operator retry requests were last looked for.
     retries_checked_at: Option<Timestamp>,
-    /// The last log segment read, kept open: inline messages not handed over are read back
-    /// from the segment that holds them.
-    log: Option<(u64, std::fs::File)>,
+    /// Reads back what was not handed over (keeping the last log segment open).
+    reader: SpoolReader,
     /// The spool's live segments, retired here once all their records are settled.
     segments: Option<Arc<Segments>>,
     /// Records received from each live segment (committed or recovered).
     received: BTreeMap<u64, u64>,
     /// Segments holding a record this pipeline cannot place (its journal definition is gone
-    /// from the configuration): never retired, so that a later start can take it.
+    /// from the configuration): never retired, so that a later start can take it up.
     pinned: BTreeSet<u64>,
     /// Set when a store transaction failed: the queue may then be ahead of the store, and
     /// only the live segments let a restart catch up, so none is retired until then.
@@ -132,13 +139,35 @@ pub(crate) struct Pipeline {
     in_batch: bool,
 }
 
-/// Where an item's record is, and which journal definition it arrived for.
+/// Which journal definition an item arrived for (its position in this process's policy,
+/// found by its service address), and where its record is.
 #[derive(Debug, Clone, Copy)]
-struct Location {
+struct Placed {
     journal: usize,
-    segment: u64,
-    /// The record's offset in the log, when the bytes are inline in it.
-    log_offset: Option<u64>,
+    location: Location,
+}
+
+/// Why an item could not be worked on: what its state's reason says.
+#[derive(Debug, thiserror::Error)]
+enum ItemError {
+    /// Not in the queue.
+    #[error("unknown item")]
+    Unknown,
+    /// Its bytes could not be read back from the spool.
+    #[error("spool: {0}")]
+    Spool(#[source] std::io::Error),
+    /// A bug in a parser, caught.
+    #[error("the parser panicked")]
+    ParserPanicked,
+    /// Matched for archiving, then dropped by the policy when read again.
+    #[error("dropped on archive: {0}")]
+    DroppedOnArchive(&'static str),
+    /// The spooled message gives another archived form than the one recorded.
+    #[error("the spooled message no longer gives that archived form")]
+    Changed,
+    /// The archive store failed.
+    #[error(transparent)]
+    Archive(#[from] mailjournal_archive::ArchiveError),
 }
 
 /// What parsing one item produced; `C` is how its archived form is held.
@@ -210,15 +239,18 @@ impl Content {
 }
 
 impl Pipeline {
-    pub(crate) fn new(
+    /// A pipeline over an archive: its connectors' last message times restored from the
+    /// index, an empty queue (recovery fills it).
+    pub(super) fn new(
         policy: Arc<Policy>,
-        data_dir: PathBuf,
-        store: Box<dyn ArchiveStore>,
+        index: Box<dyn ArchiveIndex>,
+        content: Box<dyn ContentStore>,
+        reader: SpoolReader,
+        clock: Arc<dyn Clock>,
         attempt_interval: Duration,
-        handoff: Arc<Handoff>,
     ) -> Pipeline {
-        let now = clock::now();
-        let times: HashMap<String, Option<u64>> = store
+        let now = clock.now();
+        let times: HashMap<String, Option<Timestamp>> = index
             .connector_times()
             .unwrap_or_default()
             .into_iter()
@@ -228,7 +260,7 @@ impl Pipeline {
             .iter()
             .map(|j| {
                 let d = &j.definition;
-                let last = times.get(&d.description).copied().flatten().map(Timestamp);
+                let last = times.get(&d.description).copied().flatten();
                 Connector::restore(
                     Duration::minutes(u64::from(d.period_of_inactivity_allowed_minutes)),
                     d.disabled,
@@ -243,47 +275,74 @@ impl Pipeline {
         };
         Pipeline {
             policy,
-            data_dir,
-            store,
+            clock,
+            index,
+            content,
             queue: Queue::new(params),
             connectors,
             touched: HashMap::new(),
             journals: HashMap::new(),
             pruned_at: now,
             retries_checked_at: None,
-            log: None,
+            reader,
             segments: None,
             received: BTreeMap::new(),
             pinned: BTreeSet::new(),
             store_failed: false,
             handed: HashMap::new(),
-            handoff,
+            handoff: Arc::default(),
             stopping: Arc::default(),
             in_flow: Arc::default(),
             in_batch: false,
         }
     }
 
+    /// Records the configured definitions in the index, for the service status.
+    pub(super) fn record_connectors(&mut self) -> mailjournal_archive::ArchiveResult<()> {
+        let connectors: Vec<ConnectorConfig> = self
+            .policy
+            .journals
+            .iter()
+            .map(|j| ConnectorConfig {
+                description: j.definition.description.clone(),
+                service_email_address: j.definition.service_email_address.clone(),
+                disabled: j.definition.disabled,
+                period_minutes: j.definition.period_of_inactivity_allowed_minutes,
+            })
+            .collect();
+        self.index.set_connectors(&connectors)
+    }
+
+    /// The greatest item id the archive holds.
+    pub(super) fn newest_item_id(&self) -> mailjournal_archive::ArchiveResult<Option<ItemId>> {
+        self.index.newest_item_id()
+    }
+
     /// Hands over the spool's live segments, to retire once their records are settled.
-    pub(crate) fn retire_from(&mut self, segments: Arc<Segments>) {
+    pub(super) fn retire_from(&mut self, segments: Arc<Segments>) {
         self.segments = Some(segments);
     }
 
     /// The flag that makes [`run`](Self::run) stop at the end of its current round of due
     /// actions (items not reached are resumed at the next start).
-    pub(crate) fn stop_flag(&self) -> Arc<AtomicBool> {
+    pub(super) fn stop_flag(&self) -> Arc<AtomicBool> {
         self.stopping.clone()
     }
 
     /// What sessions read to know whether archiving is behind.
-    pub(crate) fn in_flow(&self) -> Arc<InFlow> {
+    pub(super) fn in_flow(&self) -> Arc<InFlow> {
         self.in_flow.clone()
+    }
+
+    /// The allowance for bytes handed over with committed messages.
+    pub(super) fn handoff(&self) -> Arc<Handoff> {
+        self.handoff.clone()
     }
 
     /// Tells sessions how late archiving is: how long the oldest item that is due has waited
     /// past its time (by the real clock: a long round makes it later as it runs).
     fn publish_lag(&self) {
-        let now = clock::now();
+        let now = self.clock.now();
         let lag = self
             .queue
             .next_deadline()
@@ -293,11 +352,11 @@ impl Pipeline {
     }
 
     /// Runs until shutdown, waking for new items and for the queue's deadlines.
-    pub(crate) fn run(mut self, input: Receiver<Input>) {
+    pub(super) fn run(mut self, input: Receiver<Input>) {
         // Segments whose items all settled before the last stop need no wait for a prune.
-        self.retire_settled_segments(clock::now());
+        self.retire_settled_segments(self.clock.now());
         loop {
-            let now = clock::now();
+            let now = self.clock.now();
             let wait = self
                 .queue
                 .next_deadline()
@@ -322,7 +381,7 @@ impl Pipeline {
             }
             // Everything that is waiting goes into one database transaction (a long backlog
             // into one per round of due actions: see `run_due`).
-            self.in_batch = self.store.begin_batch().is_ok();
+            self.in_batch = self.index.begin_batch().is_ok();
             let mut stop = false;
             let mut next = first.ok();
             while let Some(message) = next {
@@ -333,7 +392,7 @@ impl Pipeline {
                 next = input.try_recv().ok();
             }
             self.flush_connectors();
-            let now = clock::now();
+            let now = self.clock.now();
             if self
                 .retries_checked_at
                 .is_none_or(|at| now.since(at).as_millis() >= RETRY_CHECK.as_millis() as u64)
@@ -353,10 +412,10 @@ impl Pipeline {
         }
     }
 
-    /// Commits the open store transaction, if any.
+    /// Commits the open index transaction, if any.
     fn end_batch(&mut self) {
         if std::mem::take(&mut self.in_batch)
-            && let Err(e) = self.store.end_batch()
+            && let Err(e) = self.index.end_batch()
         {
             self.store_failed = true;
             tracing::error!(error = %e, "archive store commit failed");
@@ -365,11 +424,11 @@ impl Pipeline {
 
     /// Re-queues, in one transaction, every spooled item that is not final in the archive,
     /// as `replay` hands the spool's records over; returns what `replay` returns.
-    pub(crate) fn recover<T>(&mut self, replay: impl FnOnce(&mut dyn FnMut(Record)) -> T) -> T {
-        let batch = self.store.begin_batch();
+    pub(super) fn recover<T>(&mut self, replay: impl FnOnce(&mut dyn FnMut(Record)) -> T) -> T {
+        let batch = self.index.begin_batch();
         let replayed = replay(&mut |record| self.accept(&record, false));
         if batch.is_ok()
-            && let Err(e) = self.store.end_batch()
+            && let Err(e) = self.index.end_batch()
         {
             self.store_failed = true;
             tracing::error!(error = %e, "archive store commit failed during recovery");
@@ -379,15 +438,11 @@ impl Pipeline {
 
     /// Takes a message just committed, with its bytes when they were handed over.
     fn take(&mut self, record: &Record, data: Option<Vec<u8>>) {
-        if let Some(data) = data {
+        if let Some(data) = data
+            && let Some(unused) = self.handed.insert(record.id, data)
+        {
             // Whatever is not kept goes straight back to the allowance.
-            let replaced = match spool::parse_id(&record.id) {
-                Some(id) => self.handed.insert(ItemId(id), data),
-                None => Some(data),
-            };
-            if let Some(unused) = replaced {
-                self.handoff.release(unused.len());
-            }
+            self.handoff.release(unused.len());
         }
         self.accept(record, true);
     }
@@ -400,69 +455,85 @@ impl Pipeline {
         }
     }
 
+    /// Keeps an item whose journal definition is not configured: visible in the index with
+    /// the reason, its spool segment never retired, so that a start with the definition
+    /// configured again archives it under that definition (and no other).
+    fn hold(&mut self, record: &Record) {
+        let envelope = &record.envelope;
+        let address = envelope
+            .journal
+            .clone()
+            .or_else(|| envelope.recipients.first().cloned())
+            .unwrap_or_default();
+        let reason = format!(
+            "no journal definition with service address {address} is configured: kept in the spool until one is"
+        );
+        tracing::error!(id = %record.id, %reason, "spooled item held");
+        self.pinned.insert(record.location.segment);
+        let sender = envelope.mail_from.as_deref().unwrap_or("<>");
+        let item = NewItem {
+            id: record.id,
+            definition: &address,
+            sender,
+            recipient: &address,
+            received_at: envelope.received_at,
+            size: record.size,
+            log_offset: record.location.log_offset,
+        };
+        let recorded = self.index.add_item(&item).and_then(|()| {
+            let progress = self.index.progress(record.id)?;
+            if progress.is_some_and(|p| p.is_settled()) {
+                return Ok(());
+            }
+            self.index.set_state(
+                record.id,
+                StateName::Held,
+                0,
+                Some(&reason),
+                None,
+                self.clock.now(),
+            )
+        });
+        if let Err(e) = recorded {
+            tracing::error!(id = %record.id, error = %e, "cannot record held item");
+        }
+    }
+
     /// Takes a committed message into the queue (also used by recovery, `fresh = false`).
-    pub(crate) fn accept(&mut self, record: &Record, fresh: bool) {
-        *self.received.entry(record.segment).or_default() += 1;
-        let known = record
-            .journals
-            .first()
-            .and_then(|&index| Some((index, self.policy.journals.get(index)?)))
-            .zip(spool::parse_id(&record.id));
-        let Some(((index, journal), id)) = known else {
-            tracing::error!(id = %record.id, "spooled item for no configured journal definition: left in the spool");
-            self.pinned.insert(record.segment);
-            return;
+    pub(super) fn accept(&mut self, record: &Record, fresh: bool) {
+        *self.received.entry(record.location.segment).or_default() += 1;
+        let policy = self.policy.clone();
+        let Some(journal) = journal_of(&policy, record) else {
+            return self.hold(record);
         };
+        let index = journal.index;
         let d = &journal.definition;
-        let location = Location {
+        let placed = Placed {
             journal: index,
-            segment: record.segment,
-            log_offset: record.log_offset,
+            location: record.location,
         };
-        let sender = record.mail_from.clone().unwrap_or_else(|| "<>".into());
+        let id = record.id;
+        let envelope = &record.envelope;
+        let sender = envelope.mail_from.clone().unwrap_or_else(|| "<>".into());
         let recipient = journal.service_address.to_string();
         let item = NewItem {
-            id: &record.id,
+            id,
             definition: &d.description,
             sender: &sender,
             recipient: &recipient,
-            received_at: record.received_at,
+            received_at: envelope.received_at,
             size: record.size,
-            log_offset: record.log_offset,
+            log_offset: record.location.log_offset,
         };
-        if let Err(e) = self.store.add_item(&item) {
-            tracing::error!(id = %record.id, error = %e, "cannot record item");
-        }
-        if fresh {
-            // Written to the store once per batch (see `flush_connectors`).
-            let latest = self.touched.entry(index).or_default();
-            *latest = (*latest).max(record.received_at);
-            for change in self.connectors[index].on_message(Timestamp(record.received_at)) {
-                tracing::info!(connector = %d.description, from = change.from.name(), to = change.to.name(), "connector status changed");
-            }
-        }
-        // After a restart, an item resumes where the store says it got: settled ones stay
-        // settled, failed ones stay failed until an operator retries them, and the others get
-        // only the match attempts they have left.
-        let progress = if fresh {
-            None
-        } else {
-            self.store.progress(&record.id).unwrap_or(None)
-        };
-        if let Some(progress) = progress.as_ref().filter(|p| p.is_settled()) {
-            if let Some(sha256) = progress.content_sha256.as_deref().filter(|s| !s.is_empty())
-                && !self.store.has_content(sha256)
-            {
-                self.restore_content(ItemId(id), location, sha256);
-            }
-            return;
+        if let Err(e) = self.index.add_item(&item) {
+            tracing::error!(%id, error = %e, "cannot record item");
         }
         let meta = ItemMeta {
-            id: ItemId(id),
+            id,
             definition: d.description.clone(),
             sender,
             recipients: vec![recipient],
-            received_at: Timestamp(record.received_at),
+            received_at: envelope.received_at,
             timing: Timing {
                 initial_process_delay: Duration::minutes(u64::from(
                     d.initial_process_delay_minutes,
@@ -471,22 +542,58 @@ impl Pipeline {
                 extended_deduplication: d.extended_deduplication,
             },
         };
-        let now = clock::now();
+        if fresh {
+            // Written to the index once per batch (see `flush_connectors`).
+            let latest = self.touched.entry(index).or_default();
+            *latest = (*latest).max(envelope.received_at);
+            for change in self.connectors[index].on_message(envelope.received_at) {
+                tracing::info!(connector = %meta.definition, from = change.from.name(), to = change.to.name(), "connector status changed");
+            }
+        }
+        // After a restart, an item resumes where the index says it got: settled ones stay
+        // settled, failed ones stay failed until an operator retries them, held ones (their
+        // definition configured again) and retried ones start over, and the others get only
+        // the match attempts they have left.
+        let progress = if fresh {
+            None
+        } else {
+            self.index.progress(id).unwrap_or(None)
+        };
+        if let Some(progress) = progress.as_ref().filter(|p| p.is_settled()) {
+            if let Some(hash) = progress.content
+                && !self.content.contains(&hash).unwrap_or(false)
+            {
+                self.restore_content(id, placed, hash);
+            }
+            return;
+        }
+        let now = self.clock.now();
         let queued = match &progress {
-            // An operator's retry request starts the item over.
-            Some(progress) if progress.state != "retry" => {
+            Some(progress) if !matches!(progress.state, StateName::Retry | StateName::Held) => {
                 self.queue.resume(meta, progress.attempts, now)
             }
             _ => self.queue.enqueue(meta, now),
         };
         if queued.is_ok() {
-            self.journals.insert(ItemId(id), location);
-            if let Some(Progress { state, reason, .. }) = progress
-                && state == "failed"
-            {
-                let _ = self
-                    .queue
-                    .on_failed(ItemId(id), reason.unwrap_or_default(), now);
+            self.journals.insert(id, placed);
+            match progress {
+                Some(Progress {
+                    state: StateName::Failed,
+                    reason,
+                    ..
+                }) => {
+                    let _ = self.queue.on_failed(id, reason.unwrap_or_default(), now);
+                }
+                Some(Progress {
+                    state: StateName::Held,
+                    ..
+                }) => {
+                    let _ = self
+                        .index
+                        .set_state(id, StateName::Waiting, 0, None, None, now);
+                    tracing::info!(%id, definition = %d.description, "held item taken up: its journal definition is configured again");
+                }
+                _ => {}
             }
         }
     }
@@ -495,26 +602,25 @@ impl Pipeline {
     fn flush_connectors(&mut self) {
         for (index, at) in std::mem::take(&mut self.touched) {
             let name = &self.policy.journals[index].definition.description;
-            let _ = self.store.touch_connector(name, at);
+            let _ = self.index.touch_connector(name, at);
         }
     }
 
     /// Failed items an operator asked to retry start over.
     fn take_retries(&mut self, now: Timestamp) {
-        for name in self.store.retry_requests().unwrap_or_default() {
-            let Some(id) = spool::parse_id(&name).map(ItemId) else {
-                continue;
-            };
+        for id in self.index.retry_requests().unwrap_or_default() {
             if self.queue.retry(id, now).is_ok() {
-                let _ = self.store.set_state(&name, "waiting", 0, None, None, now.0);
-                tracing::info!(id = %name, "retry requested by an operator");
+                let _ = self
+                    .index
+                    .set_state(id, StateName::Waiting, 0, None, None, now);
+                tracing::info!(%id, "retry requested by an operator");
             }
         }
     }
 
     /// Runs every action that is due, and now and then forgets settled items: without that,
     /// every message ever received would stay in memory. True when it forgot.
-    pub(crate) fn step(&mut self, now: Timestamp) -> bool {
+    pub(super) fn step(&mut self, now: Timestamp) -> bool {
         self.run_due(now);
         let prune = now.since(self.pruned_at) >= PRUNE_EVERY;
         if prune {
@@ -533,7 +639,7 @@ impl Pipeline {
         if self.store_failed {
             return;
         }
-        let unsettled: HashSet<u64> = self.journals.values().map(|l| l.segment).collect();
+        let unsettled: HashSet<u64> = self.journals.values().map(|p| p.location.segment).collect();
         let ready: Vec<u64> = segments
             .sealed()
             .into_iter()
@@ -549,11 +655,11 @@ impl Pipeline {
         }
         // The archived content of their items first: after retirement the spool no longer
         // holds a copy to archive again from.
-        if let Err(e) = self.store.make_content_durable() {
+        if let Err(e) = self.content.make_durable() {
             tracing::error!(error = %e, "cannot make archived content durable: spool segments stay live");
             return;
         }
-        if let Err(e) = self.store.record_retired(&ready, now.0) {
+        if let Err(e) = self.index.record_retired(&ready, now) {
             tracing::error!(error = %e, "cannot make the archive store durable: spool segments stay live");
             return;
         }
@@ -601,13 +707,13 @@ impl Pipeline {
                     Action::TryMatch(id) => actions.extend(self.try_match(id, now)),
                     Action::Archive(id) => self.archive(id, now),
                     Action::Expire(id) => {
-                        let _ = self.store.set_state(
-                            &spool::format_id(id.0),
-                            "expired",
+                        let _ = self.index.set_state(
+                            id,
+                            StateName::Expired,
                             self.attempts(id),
                             Some("older than 30 days when processed"),
                             None,
-                            now.0,
+                            now,
                         );
                     }
                 }
@@ -617,7 +723,7 @@ impl Pipeline {
             // write-ahead log holds one round rather than the whole backlog.
             if self.in_batch {
                 self.end_batch();
-                self.in_batch = self.store.begin_batch().is_ok();
+                self.in_batch = self.index.begin_batch().is_ok();
             }
         }
     }
@@ -626,21 +732,27 @@ impl Pipeline {
         self.queue.item(id).map_or(0, |i| i.attempts)
     }
 
+    /// Records a failure: the queue keeps the item for an operator's retry, the index shows
+    /// why.
+    fn fail(&mut self, id: ItemId, error: &ItemError, now: Timestamp) {
+        let reason = error.to_string();
+        let _ = self.queue.on_failed(id, reason.clone(), now);
+        let _ = self.index.set_state(
+            id,
+            StateName::Failed,
+            self.attempts(id),
+            Some(&reason),
+            None,
+            now,
+        );
+        tracing::error!(%id, %reason, "item failed");
+    }
+
     fn try_match(&mut self, id: ItemId, now: Timestamp) -> Option<Action> {
-        let name = spool::format_id(id.0);
         let parsed = match self.parse(id, false) {
             Ok(parsed) => parsed,
-            Err(reason) => {
-                let _ = self.queue.on_failed(id, reason.clone(), now);
-                let _ = self.store.set_state(
-                    &name,
-                    "failed",
-                    self.attempts(id),
-                    Some(&reason),
-                    None,
-                    now.0,
-                );
-                tracing::error!(id = %name, %reason, "item failed");
+            Err(error) => {
+                self.fail(id, &error, now);
                 return None;
             }
         };
@@ -651,15 +763,15 @@ impl Pipeline {
                 display_sender,
             } => {
                 let _ = self.queue.on_not_archived(id, reason, now);
-                let _ = self.store.set_state(
-                    &name,
-                    "not_archived",
+                let _ = self.index.set_state(
+                    id,
+                    StateName::NotArchived,
                     attempts,
                     Some(reason),
                     display_sender.as_deref(),
-                    now.0,
+                    now,
                 );
-                tracing::info!(id = %name, reason, "not archived");
+                tracing::info!(%id, reason, "not archived");
                 None
             }
             Parsed::Keep {
@@ -669,48 +781,32 @@ impl Pipeline {
             } => {
                 let found = match &archival.message_id {
                     Some(mid) => self
-                        .store
+                        .index
                         .find_archived(mid, archival.sent_date.as_deref())
                         .ok()
                         .flatten(),
                     None => None,
                 };
-                if let Some(target) = found.filter(|t| *t != name) {
-                    let target_id = spool::parse_id(&target)?;
+                if let Some(target) = found.filter(|t| *t != id) {
                     // A merged item keeps its own archived form too (stored once by hash).
                     let merged = match self.parse(id, true) {
                         Ok(Parsed::Keep {
                             archival, content, ..
                         }) => self
-                            .store
-                            .put_content(&archival.content_sha256, content.as_slice())
-                            .and_then(|()| {
-                                self.store.merge(&name, &target, &archival, attempts, now.0)
-                            }),
+                            .store_content(&archival, &content)
+                            .and_then(|()| self.index.merge(id, target, &archival, attempts, now)),
                         Ok(Parsed::Drop { .. }) | Err(_) => {
-                            self.store.merge(&name, &target, &archival, attempts, now.0)
+                            self.index.merge(id, target, &archival, attempts, now)
                         }
                     };
                     match merged {
                         Ok(()) => {
-                            let _ = self.queue.on_match_result(
-                                id,
-                                MatchResult::Found(ItemId(target_id)),
-                                now,
-                            );
-                            tracing::debug!(id = %name, into = %target, "merged");
+                            let _ = self
+                                .queue
+                                .on_match_result(id, MatchResult::Found(target), now);
+                            tracing::debug!(%id, into = %target, "merged");
                         }
-                        Err(e) => {
-                            let _ = self.queue.on_failed(id, e.to_string(), now);
-                            let _ = self.store.set_state(
-                                &name,
-                                "failed",
-                                attempts,
-                                Some(&e.to_string()),
-                                None,
-                                now.0,
-                            );
-                        }
+                        Err(e) => self.fail(id, &e.into(), now),
                     }
                     return None;
                 }
@@ -720,94 +816,93 @@ impl Pipeline {
                     .ok()
                     .flatten();
                 let state = if next.is_some() {
-                    "archiving"
+                    StateName::Archiving
                 } else {
-                    "waiting"
+                    StateName::Waiting
                 };
-                let _ = self.store.set_state(
-                    &name,
-                    state,
-                    attempts,
-                    None,
-                    display_sender.as_deref(),
-                    now.0,
-                );
+                let _ =
+                    self.index
+                        .set_state(id, state, attempts, None, display_sender.as_deref(), now);
                 next
             }
         }
     }
 
+    /// Stores an item's archived form under its hash.
+    fn store_content(
+        &self,
+        archival: &Archival,
+        content: &Content,
+    ) -> mailjournal_archive::ArchiveResult<()> {
+        match &archival.content {
+            Some(hash) => self.content.put(hash, content.as_slice()),
+            None => Ok(()),
+        }
+    }
+
     fn archive(&mut self, id: ItemId, now: Timestamp) {
-        let name = spool::format_id(id.0);
         let attempts = self.attempts(id);
         let result = match self.parse(id, true) {
             Ok(Parsed::Keep {
                 archival, content, ..
             }) => self
-                .store
-                .put_content(&archival.content_sha256, content.as_slice())
-                .map_err(|e| e.to_string())
-                .and_then(|()| {
-                    self.store
-                        .archive(&name, &archival, attempts, now.0)
-                        .map_err(|e| e.to_string())
-                }),
-            Ok(Parsed::Drop { reason, .. }) => Err(format!("dropped on archive: {reason}")),
+                .store_content(&archival, &content)
+                .and_then(|()| self.index.archive(id, &archival, attempts, now))
+                .map_err(ItemError::from),
+            Ok(Parsed::Drop { reason, .. }) => Err(ItemError::DroppedOnArchive(reason)),
             Err(e) => Err(e),
         };
         match result {
             Ok(target) => {
                 let _ = self.queue.on_archived(id, now);
-                tracing::debug!(id = %name, archived_as = %target, "archived");
+                tracing::debug!(%id, archived_as = %target, "archived");
             }
-            Err(reason) => {
-                let _ = self.queue.on_failed(id, reason.clone(), now);
-                let _ = self
-                    .store
-                    .set_state(&name, "failed", attempts, Some(&reason), None, now.0);
-                tracing::error!(id = %name, %reason, "archive failed");
-            }
+            Err(error) => self.fail(id, &error, now),
         }
     }
 
     /// Stores again the archived form of a settled item whose content did not survive a crash
     /// (it was not yet durable, so the item's spool segment is still live and holds it).
-    fn restore_content(&mut self, id: ItemId, location: Location, sha256: &str) {
-        let name = spool::format_id(id.0);
-        let restored = match self.parse_at(id, location, true) {
+    fn restore_content(
+        &mut self,
+        id: ItemId,
+        placed: Placed,
+        hash: mailjournal_queue::ContentHash,
+    ) {
+        let restored = match self.parse_at(id, placed, true) {
             Ok(Parsed::Keep {
                 archival, content, ..
-            }) if archival.content_sha256 == *sha256 => self
-                .store
-                .put_content(sha256, content.as_slice())
-                .map_err(|e| e.to_string()),
-            Ok(_) => Err("the spooled message no longer gives that archived form".to_owned()),
+            }) if archival.content == Some(hash) => self
+                .content
+                .put(&hash, content.as_slice())
+                .map_err(ItemError::from),
+            Ok(_) => Err(ItemError::Changed),
             Err(e) => Err(e),
         };
         match restored {
             Ok(()) => {
-                tracing::warn!(id = %name, "archived content lost in a crash: archived again from the spool")
+                tracing::warn!(%id, "archived content lost in a crash: archived again from the spool")
             }
-            Err(reason) => {
-                tracing::error!(id = %name, %reason, "archived content lost in a crash and not restored")
+            Err(error) => {
+                tracing::error!(%id, %error, "archived content lost in a crash and not restored")
             }
         }
     }
 
     /// Reads, parses and classifies an item. A panic in the parser fails the item, never the
     /// server.
-    fn parse(&mut self, id: ItemId, with_content: bool) -> Result<Parsed, String> {
-        let location = *self.journals.get(&id).ok_or("unknown item")?;
-        self.parse_at(id, location, with_content)
+    fn parse(&mut self, id: ItemId, with_content: bool) -> Result<Parsed, ItemError> {
+        let placed = *self.journals.get(&id).ok_or(ItemError::Unknown)?;
+        self.parse_at(id, placed, with_content)
     }
 
     /// [`parse`](Self::parse) for an item at a known place in the spool.
     fn parse_at(
         &mut self,
         id: ItemId,
-        location: Location,
+        placed: Placed,
         with_content: bool,
-    ) -> Result<Parsed, String> {
+    ) -> Result<Parsed, ItemError> {
         // The content is asked for last in an item's life (to archive it): handed bytes are
         // then taken, to hold the archived form without a copy.
         let handed = if with_content {
@@ -823,16 +918,17 @@ impl Pipeline {
         let bytes = match handed {
             Some(bytes) => bytes,
             None => std::borrow::Cow::Owned(
-                read_back(&mut self.log, &self.data_dir, id, location)
-                    .map_err(|e| format!("spool: {e}"))?,
+                self.reader
+                    .read(id, placed.location)
+                    .map_err(ItemError::Spool)?,
             ),
         };
-        let journal = &self.policy.journals[location.journal];
+        let journal = &self.policy.journals[placed.journal];
         let policy = &self.policy;
         let parsed = catch_unwind(AssertUnwindSafe(|| {
             classify(policy, journal, &bytes, with_content)
         }))
-        .map_err(|_| "the parser panicked".to_owned())?;
+        .map_err(|_| ItemError::ParserPanicked)?;
         Ok(parsed.map_content(|span| match span {
             Span::Part(range) => Content::Part {
                 bytes: bytes.into_owned(),
@@ -843,31 +939,19 @@ impl Pipeline {
     }
 }
 
-/// Reads an item's bytes back from the spool: from its log segment, kept open for the next
-/// item (mostly in the same one), or from the item's own data file. Never a scan of the log:
-/// the committer records an offset for every inline record, so no offset means a data file.
-fn read_back(
-    log: &mut Option<(u64, std::fs::File)>,
-    data_dir: &std::path::Path,
-    id: ItemId,
-    location: Location,
-) -> std::io::Result<Vec<u8>> {
-    let name = spool::format_id(id.0);
-    let Some(offset) = location.log_offset else {
-        return spool::read_data_file(data_dir, &name);
-    };
-    let file = match log {
-        Some((segment, file)) if *segment == location.segment => file,
-        _ => {
-            let file = spool::open_segment(data_dir, location.segment)?;
-            &log.insert((location.segment, file)).1
-        }
-    };
-    spool::read_inline(file, &name, location.segment, offset)
+/// The journal definition a record was accepted for, in this process's configuration: by its
+/// service address (records from before that was kept name it as their recipient).
+fn journal_of<'p>(policy: &'p Policy, record: &Record) -> Option<&'p Journal> {
+    let envelope = &record.envelope;
+    let address = envelope
+        .journal
+        .as_deref()
+        .or(envelope.recipients.first().map(String::as_str))?;
+    policy.journal_for_recipient(address)
 }
 
-/// Parses and classifies one item ([`mailjournal::ingest`]); the archived form and its hash
-/// only `with_content` (matching needs the key, not the content).
+/// Parses and classifies one item ([`ingest`](crate::ingest)); the archived form and its
+/// hash only `with_content` (matching needs the key, not the content).
 fn classify(policy: &Policy, journal: &Journal, bytes: &[u8], with_content: bool) -> Parsed<Span> {
     let ingested = ingest::ingest(policy, journal, bytes);
     let display_sender = ingested.display_sender().map(str::to_owned);
@@ -893,11 +977,7 @@ fn classify(policy: &Policy, journal: &Journal, bytes: &[u8], with_content: bool
                 subject: item.subject().map(str::to_owned),
                 sender: item.sender().map(str::to_owned),
                 format: item.format().as_str().to_owned(),
-                content_sha256: if with_content {
-                    spool::hex(&Sha256::digest(archived))
-                } else {
-                    String::new()
-                },
+                content: with_content.then(|| hash_of(archived)),
                 recipients: item
                     .recipients()
                     .iter()
@@ -936,364 +1016,4 @@ fn span_in(bytes: &[u8], message: std::borrow::Cow<'_, [u8]>) -> Span {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::{SqliteStore, request_retry};
-    use mailjournal::definition::{JournalType, provision};
-
-    fn state(data_dir: &std::path::Path, id: &str) -> String {
-        let db = crate::store::open_read_only(data_dir).unwrap();
-        db.query_row("SELECT state FROM items WHERE id = ?1", [id], |r| r.get(0))
-            .unwrap()
-    }
-
-    /// A pipeline over a fresh data directory with the starter definition taking EML items.
-    fn eml_pipeline(name: &str) -> (std::path::PathBuf, Pipeline) {
-        let dir = crate::testing::temp_dir(&format!("pipeline-{name}"));
-        std::fs::create_dir_all(dir.join("spool/data")).unwrap();
-        let pipeline = eml_pipeline_over(&dir);
-        (dir, pipeline)
-    }
-
-    /// A pipeline over an existing data directory, as a new process would open it.
-    fn eml_pipeline_over(dir: &std::path::Path) -> Pipeline {
-        let mut config = provision::starter_config("contoso.com").unwrap();
-        config.journal[0].journal_type = JournalType::Eml;
-        let (policy, _) = Policy::from_config(&config).unwrap();
-        let store = SqliteStore::open(dir).unwrap();
-        Pipeline::new(
-            Arc::new(policy),
-            dir.to_path_buf(),
-            Box::new(store),
-            Duration::seconds(1),
-            Arc::default(),
-        )
-    }
-
-    #[test]
-    fn an_archived_form_borrowed_from_the_item_is_a_span_of_it_not_a_copy() {
-        use std::borrow::Cow;
-        let bytes = b"Received: x\r\n\r\noriginal message".to_vec();
-        assert!(matches!(
-            span_in(&bytes, Cow::Borrowed(&bytes[15..])),
-            Span::Part(range) if range == (15..bytes.len())
-        ));
-        assert!(matches!(
-            span_in(&bytes, Cow::Borrowed(&bytes[..])),
-            Span::Part(range) if range == (0..bytes.len())
-        ));
-        let elsewhere = b"original message".to_vec();
-        assert!(matches!(
-            span_in(&bytes, Cow::Borrowed(&elsewhere)),
-            Span::Own(own) if own == elsewhere
-        ));
-        assert!(matches!(
-            span_in(&bytes, Cow::Owned(b"decoded".to_vec())),
-            Span::Own(own) if own == b"decoded"
-        ));
-    }
-
-    /// The SHA-256 of an item's archived form, as the store recorded it.
-    fn content_sha256(data_dir: &std::path::Path, id: &str) -> String {
-        let db = crate::store::open_read_only(data_dir).unwrap();
-        db.query_row(
-            "SELECT content_sha256 FROM items WHERE id = ?1",
-            [id],
-            |r| r.get(0),
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn archived_content_lost_in_a_crash_is_archived_again_from_the_spool() {
-        let (dir, mut pipeline) = eml_pipeline("lost-content");
-        let now = clock::now();
-        let id = now.0 << 20;
-        spool_message(&dir, id, "lost@contoso.com");
-        let record = Record::for_test(id, now.0);
-        pipeline.accept(&record, true);
-        for s in 0..4 {
-            pipeline.step(now + Duration::seconds(s));
-        }
-        let name = spool::format_id(id);
-        assert_eq!(state(&dir, &name), "archived");
-        drop(pipeline);
-        // A power loss before the content was made durable: its file came back empty.
-        let sha = content_sha256(&dir, &name);
-        std::fs::write(dir.join("archive/pending").join(&sha), b"").unwrap();
-
-        let mut pipeline = eml_pipeline_over(&dir);
-        assert!(
-            crate::store::read_content(&dir, &sha).is_err(),
-            "checked at open"
-        );
-        pipeline.recover(|on_record| on_record(record.clone()));
-        let restored = crate::store::read_content(&dir, &sha).unwrap();
-        assert_eq!(spool::hex(&Sha256::digest(&restored)), sha);
-        assert_eq!(
-            state(&dir, &name),
-            "archived",
-            "settled, not archived twice"
-        );
-    }
-
-    /// A minimal EML message with this Message-ID.
-    fn eml(message_id: &str) -> Vec<u8> {
-        format!("From: alice@contoso.com\r\nTo: bob@contoso.com\r\nMessage-ID: <{message_id}>\r\n\r\nhi\r\n")
-            .into_bytes()
-    }
-
-    /// Puts an EML message in the spool as item `id`'s own data file.
-    fn spool_message(dir: &std::path::Path, id: u64, message_id: &str) {
-        std::fs::write(
-            dir.join("spool/data").join(spool::format_id(id)),
-            eml(message_id),
-        )
-        .unwrap();
-    }
-
-    #[test]
-    fn sessions_are_told_to_pause_while_due_items_wait_and_not_once_they_are_done() {
-        let (dir, mut pipeline) = eml_pipeline("in-flow");
-        let in_flow = pipeline.in_flow();
-        let now = clock::now();
-        // Received a minute ago (a backlog, or a restart after an outage): due for a minute.
-        let id = now.0 << 20;
-        spool_message(&dir, id, "late@contoso.com");
-        pipeline.accept(&Record::for_test(id, now.0 - 60_000), true);
-        pipeline.publish_lag();
-        assert_eq!(in_flow.delay(), Some(super::super::in_flow::IN_FLOW_DELAY));
-        // Its first attempt done, the next is a second away: nothing is late.
-        pipeline.step(now);
-        pipeline.publish_lag();
-        assert_eq!(in_flow.delay(), None);
-        // Fresh items due now are not a backlog.
-        let fresh = id + 1;
-        spool_message(&dir, fresh, "fresh@contoso.com");
-        pipeline.accept(&Record::for_test(fresh, clock::now().0), true);
-        pipeline.publish_lag();
-        assert_eq!(in_flow.delay(), None);
-    }
-
-    #[test]
-    fn settled_items_leave_memory_and_failed_ones_stay() {
-        let (dir, mut pipeline) = eml_pipeline("prune");
-        let now = clock::now();
-        let (kept, lost) = (now.0 << 20, (now.0 << 20) + 1);
-        spool_message(&dir, kept, "p@contoso.com");
-        // `lost` has no data file: it fails.
-        pipeline.accept(&Record::for_test(kept, now.0), true);
-        pipeline.accept(&Record::for_test(lost, now.0), true);
-        for s in 0..3 {
-            pipeline.step(now + Duration::seconds(s));
-        }
-        assert_eq!(state(&dir, &spool::format_id(kept)), "archived");
-        assert_eq!(state(&dir, &spool::format_id(lost)), "failed");
-        assert_eq!(pipeline.queue.len(), 2, "nothing pruned within a minute");
-
-        pipeline.step(now + Duration::minutes(2));
-        assert_eq!(pipeline.queue.len(), 1);
-        assert!(pipeline.queue.item(ItemId(lost)).is_some());
-        assert_eq!(
-            pipeline.journals.keys().collect::<Vec<_>>(),
-            [&ItemId(lost)]
-        );
-    }
-
-    #[test]
-    fn handed_bytes_are_parsed_without_reading_the_spool_and_then_released() {
-        let (dir, mut pipeline) = eml_pipeline("handed");
-        let handoff = pipeline.handoff.clone();
-        let now = clock::now();
-        let id = now.0 << 20;
-        let bytes = eml("h@contoso.com");
-        let data = handoff.offer(Some(bytes.clone()));
-        assert_eq!(data.as_deref(), Some(&bytes[..]));
-        // Nothing is on disk: only the handed bytes can make the first attempt succeed.
-        pipeline.take(&Record::for_test(id, now.0), data);
-        pipeline.step(now);
-        assert_eq!(state(&dir, &spool::format_id(id)), "waiting");
-        pipeline.release_handed();
-        assert_eq!(handoff.in_flight.load(Ordering::Acquire), 0);
-        // A later attempt reads from the spool, which has nothing: the item fails.
-        pipeline.step(now + Duration::minutes(2));
-        assert_eq!(state(&dir, &spool::format_id(id)), "failed");
-    }
-
-    #[test]
-    fn after_a_restart_items_resume_where_they_were() {
-        let (dir, mut pipeline) = eml_pipeline("resume");
-        let now = clock::now();
-        let (waiting, failed) = (now.0 << 20, (now.0 << 20) + 1);
-        spool_message(&dir, waiting, "w@contoso.com");
-        let records = [
-            Record::for_test(waiting, now.0),
-            Record::for_test(failed, now.0),
-        ];
-        for record in &records {
-            pipeline.accept(record, true);
-        }
-        pipeline.step(now);
-        assert_eq!(state(&dir, &spool::format_id(waiting)), "waiting");
-        assert_eq!(state(&dir, &spool::format_id(failed)), "failed");
-        drop(pipeline);
-
-        // A new process over the same data directory.
-        let mut pipeline = eml_pipeline_over(&dir);
-        pipeline.recover(|on_record| records.iter().cloned().for_each(on_record));
-        let item = pipeline.queue.item(ItemId(waiting)).unwrap();
-        assert_eq!(
-            item.attempts, 1,
-            "the attempt made before the restart counts"
-        );
-        assert!(matches!(
-            pipeline.queue.item(ItemId(failed)).unwrap().state,
-            mailjournal::queue::ItemState::Failed { .. }
-        ));
-        for s in 0..3 {
-            pipeline.step(now + Duration::seconds(s));
-        }
-        // Two attempts left (one a second apart here), then archived; the failed one waits.
-        assert_eq!(state(&dir, &spool::format_id(waiting)), "archived");
-        assert_eq!(state(&dir, &spool::format_id(failed)), "failed");
-    }
-
-    #[test]
-    fn a_stopping_pipeline_leaves_due_items_for_the_next_start() {
-        let (dir, mut pipeline) = eml_pipeline("stopping");
-        let now = clock::now();
-        let ids: Vec<u64> = (0..(ROUND as u64 + 5)).map(|n| (now.0 << 20) + n).collect();
-        for &id in &ids {
-            pipeline.accept(&Record::for_test(id, now.0), true);
-        }
-        let stop = pipeline.stop_flag();
-        stop.store(true, Ordering::Release);
-        pipeline.step(now);
-        // No round runs once the flag is set: every item is still waiting, unattempted.
-        for &id in &ids {
-            let item = pipeline.queue.item(ItemId(id)).unwrap();
-            assert_eq!(item.attempts, 0);
-        }
-        assert_eq!(state(&dir, &spool::format_id(ids[0])), "waiting");
-        stop.store(false, Ordering::Release);
-        pipeline.step(now);
-        // Otherwise every round runs, more than one here (the data files are missing: all
-        // fail at their first attempt).
-        for &id in &ids {
-            assert_eq!(state(&dir, &spool::format_id(id)), "failed");
-        }
-    }
-
-    /// Commits an EML message through the spool, as a session would.
-    async fn commit_eml(spool: &spool::Spool, message_id: &str, now: Timestamp) -> Record {
-        let mut writer = spool.begin().unwrap();
-        writer.write(&eml(message_id)).unwrap();
-        let record = Record::for_test(writer.id(), now.0);
-        spool.commit(writer, record).await.unwrap().0
-    }
-
-    #[tokio::test]
-    async fn a_sealed_segment_retires_once_every_item_in_it_is_settled() {
-        let (dir, mut pipeline) = eml_pipeline("retire");
-        // A new segment for every commit after the first.
-        let limits = spool::SpoolLimits::one_batch_per_segment();
-        let (spool, _) = spool::Spool::open(&dir, limits, &mut |_| {}).unwrap();
-        pipeline.retire_from(spool.segments());
-        let now = clock::now();
-        let early = commit_eml(&spool, "early@contoso.com", now).await;
-        let late = commit_eml(&spool, "late@contoso.com", now).await;
-        let active = commit_eml(&spool, "active@contoso.com", now).await;
-        let live = |segment: u64| dir.join(format!("spool/log/{segment:020}.log")).exists();
-
-        pipeline.take(&early, None);
-        for s in 0..4 {
-            pipeline.step(now + Duration::seconds(s));
-        }
-        assert_eq!(state(&dir, &early.id), "archived");
-        let sha = content_sha256(&dir, &early.id);
-        let (pending, durable) = (
-            dir.join("archive/pending").join(&sha),
-            dir.join("archive").join(&sha[..2]).join(&sha),
-        );
-        assert!(
-            pending.exists() && !durable.exists(),
-            "not durable before retirement"
-        );
-        // `late` arrives only now: at the next prune it has had one attempt of three.
-        pipeline.take(&late, None);
-        pipeline.take(&active, None);
-        let prune = now + Duration::minutes(2);
-        assert!(pipeline.step(prune));
-        pipeline.retire_settled_segments(prune);
-        assert_eq!(state(&dir, &late.id), "waiting");
-        assert!(!live(early.segment), "every item settled: retired");
-        assert!(
-            durable.exists() && !pending.exists(),
-            "durable once retired"
-        );
-        assert!(live(late.segment), "an item still waits");
-        assert!(live(active.segment), "the committer still appends to it");
-
-        for s in 1..4 {
-            pipeline.step(prune + Duration::seconds(s));
-        }
-        let next = prune + Duration::minutes(2);
-        assert!(pipeline.step(next));
-        pipeline.retire_settled_segments(next);
-        assert_eq!(state(&dir, &late.id), "archived");
-        assert!(!live(late.segment) && live(active.segment));
-        let db = crate::store::open_read_only(&dir).unwrap();
-        let retired: i64 = db
-            .query_row("SELECT COUNT(*) FROM spool_retired", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(retired, 2);
-        drop(spool);
-
-        // The next start reads only the live segment; retired items stay readable.
-        let mut recovered = Vec::new();
-        let (_spool, _) = spool::Spool::open(&dir, limits, &mut |r| recovered.push(r.id)).unwrap();
-        assert_eq!(recovered, [active.id]);
-        assert_eq!(
-            spool::read_data(&dir, &early.id, early.log_offset).unwrap(),
-            eml("early@contoso.com")
-        );
-    }
-
-    #[test]
-    fn the_handoff_stops_at_its_limit() {
-        let handoff = Handoff::default();
-        let big = vec![0u8; Handoff::LIMIT / 2 + 1];
-        assert!(handoff.offer(Some(big.clone())).is_some());
-        assert!(handoff.offer(Some(big.clone())).is_none(), "over the limit");
-        handoff.release(big.len());
-        assert!(handoff.offer(Some(big)).is_some());
-    }
-
-    #[test]
-    fn a_failed_item_stays_failed_until_an_operator_retries_it() {
-        let (dir, mut pipeline) = eml_pipeline("retry");
-
-        let now = clock::now();
-        let id = spool::format_id(now.0 << 20);
-        let record = Record::for_test(now.0 << 20, now.0);
-        // The data file is missing: the first attempt fails and the item stays failed.
-        pipeline.accept(&record, true);
-        pipeline.step(now);
-        assert_eq!(state(&dir, &id), "failed");
-        pipeline.step(now + Duration::minutes(10));
-        assert_eq!(state(&dir, &id), "failed", "no automatic retry");
-
-        spool_message(&dir, now.0 << 20, "r@contoso.com");
-        assert!(request_retry(&dir, &id).unwrap());
-        assert!(
-            !request_retry(&dir, &id).unwrap(),
-            "only a failed item can be retried"
-        );
-        let later = now + Duration::minutes(11);
-        pipeline.take_retries(later);
-        for s in 0..3 {
-            pipeline.step(later + Duration::seconds(s));
-        }
-        assert_eq!(state(&dir, &id), "archived");
-    }
-}
+mod tests;

@@ -3,19 +3,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::mpsc::{SendError, Sender};
 
 use mailjournal::definition::Policy;
+use mailjournal::engine::InFlow;
 use mailjournal::smtp::{Event, Session, SessionConfig, TlsInfo, Transaction};
+use mailjournal::spool::{Clock, CommitError, Envelope, Spool, SpoolWriter, SystemClock};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-
-use super::in_flow::InFlow;
-use super::pipeline::{Handoff, Input};
-use super::spool::{CommitError, Record, Spool, SpoolWriter, format_id};
-use crate::clock;
 
 /// What every connection shares.
 pub(crate) struct Shared {
@@ -23,8 +19,6 @@ pub(crate) struct Shared {
     pub(crate) policy: Arc<Policy>,
     pub(crate) spool: Arc<Spool>,
     pub(crate) tls: TlsAcceptor,
-    pub(crate) pipeline: Sender<Input>,
-    pub(crate) handoff: Arc<Handoff>,
     /// Whether archiving is behind (then each new message waits a moment first).
     pub(crate) in_flow: Arc<InFlow>,
     /// True while the server is close to its `max_connections` (see `limits`).
@@ -185,9 +179,8 @@ pub(crate) async fn serve(
             }
         }
     }
-    if let Some(msg) = incoming.take() {
-        msg.writer.discard();
-    }
+    // A message cut off here leaves nothing behind: its writer is dropped with it.
+    drop(incoming);
     transport.shutdown().await;
 }
 
@@ -205,26 +198,21 @@ async fn drive(
             progressed = true;
             match event {
                 Event::MessageStart(transaction) => {
-                    if let Some(old) = incoming.take() {
-                        old.writer.discard();
-                    }
+                    // One left over from an aborted transaction is dropped, and with it any
+                    // data file it had.
+                    incoming.take();
                     // Before the spool counts this message as being received: the committer
                     // must not linger for a message that is only waiting here.
                     if let Some(pause) = shared.in_flow.delay() {
                         tokio::time::sleep(pause).await;
                     }
-                    match shared.spool.begin() {
-                        Ok(writer) => {
-                            *incoming = Some(Incoming {
-                                writer,
-                                transaction: *transaction,
-                                started: std::time::Instant::now(),
-                                received: 0,
-                                failed: None,
-                            })
-                        }
-                        Err(e) => tracing::error!(%peer, error = %e, "cannot open a spool file"),
-                    }
+                    *incoming = Some(Incoming {
+                        writer: shared.spool.begin(),
+                        transaction: *transaction,
+                        started: std::time::Instant::now(),
+                        received: 0,
+                        failed: None,
+                    });
                 }
                 Event::MessageData(bytes) => {
                     if let Some(msg) = incoming.as_mut() {
@@ -240,9 +228,7 @@ async fn drive(
                     commit(session, incoming.take(), shared, peer, size).await
                 }
                 Event::MessageAborted(reason) => {
-                    if let Some(msg) = incoming.take() {
-                        msg.writer.discard();
-                    }
+                    incoming.take();
                     tracing::info!(%peer, ?reason, "message aborted");
                 }
                 Event::StartTls => {
@@ -306,23 +292,22 @@ async fn commit(
     };
     if let Some(e) = &msg.failed {
         tracing::error!(%peer, error = %e, "spool write failed");
-        let full = super::spool::is_storage_full(e);
-        msg.writer.discard();
-        return if full {
+        return if mailjournal::spool::is_storage_full(e) {
             session.storage_full()
         } else {
             session.commit_failed()
         };
     }
     if shared.spool.low_on_space() {
-        msg.writer.discard();
         return session.storage_full();
     }
     let t = &msg.transaction;
-    let id = format_id(msg.writer.id());
-    let record = Record {
-        id: id.clone(),
-        received_at: clock::now().0,
+    let journal = t
+        .recipients
+        .first()
+        .and_then(|r| shared.policy.journals.get(r.journal));
+    let envelope = Envelope {
+        received_at: SystemClock.now(),
         peer: t.peer.to_string(),
         helo: t.helo.clone(),
         tls_version: t.tls.as_ref().map(|i| i.version.clone()),
@@ -330,41 +315,24 @@ async fn commit(
         authenticated: t.authenticated.clone(),
         mail_from: t.mail_from.clone(),
         recipients: t.recipients.iter().map(|r| r.address.clone()).collect(),
-        journals: t.recipients.iter().map(|r| r.journal).collect(),
-        size,
-        sha256: String::new(),
-        inline_data: false,
-        log_offset: None,
-        segment: 0,
+        // By identity: the spooled item keeps its definition whatever the configuration's
+        // order at the next start.
+        journal: journal.map(|j| j.service_address.to_string()),
     };
-    let definition = t
-        .recipients
-        .first()
-        .and_then(|r| shared.policy.journals.get(r.journal))
-        .map(|j| j.definition.description.clone());
+    let definition = journal.map(|j| j.definition.description.as_str());
     let tls = t.tls.as_ref().map(|i| i.version.clone());
-    // Boxed: the commit future is large and lives only during a commit, while every idle
-    // connection would otherwise carry room for it.
-    match Box::pin(shared.spool.commit(msg.writer, record)).await {
-        Ok((record, data)) => {
-            session.committed(&id);
-            tracing::info!(%peer, tls = tls.as_deref().unwrap_or("none"), definition = definition.as_deref().unwrap_or(""), size, queue_id = %id, result = "queued", "transaction");
-            let data = shared.handoff.offer(data);
-            // Only fails once the pipeline has stopped (shutdown): the item is in the spool
-            // and recovery takes it into the queue at the next start.
-            if let Err(SendError(Input::Accepted(_, Some(data)))) = shared
-                .pipeline
-                .send(Input::Accepted(Box::new(record), data))
-            {
-                shared.handoff.release(data.len());
-            }
+    let id = msg.writer.id();
+    match shared.spool.commit(msg.writer, envelope).await {
+        Ok(_) => {
+            session.committed(&id.to_string());
+            tracing::info!(%peer, tls = tls.as_deref().unwrap_or("none"), definition = definition.unwrap_or(""), size, queue_id = %id, result = "queued", "transaction");
         }
         Err(CommitError::StorageFull) => {
             tracing::error!(%peer, "storage full");
             session.storage_full();
         }
-        Err(CommitError::Io(e)) => {
-            tracing::error!(%peer, error = %e, "commit failed");
+        Err(e) => {
+            tracing::error!(%peer, error = %e, source = ?std::error::Error::source(&e), "commit failed");
             session.commit_failed();
         }
     }

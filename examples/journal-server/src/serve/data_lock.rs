@@ -13,6 +13,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
+use super::error::ServeError;
+
 /// Held while the server runs: the data directory is this process's.
 #[derive(Debug)]
 pub(crate) struct DataDirLock {
@@ -21,16 +23,19 @@ pub(crate) struct DataDirLock {
 
 impl DataDirLock {
     /// Takes the data directory, or says which process has it.
-    pub(crate) fn acquire(data_dir: &Path) -> Result<DataDirLock, String> {
+    pub(crate) fn acquire(data_dir: &Path) -> Result<DataDirLock, ServeError> {
         let path = data_dir.join("serve.lock");
-        let fail = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+        let fail = |source: std::io::Error| ServeError::Io {
+            path: path.clone(),
+            source,
+        };
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|e| fail(&e))?;
+            .map_err(fail)?;
         match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
             Err(rustix::io::Errno::WOULDBLOCK) => {
@@ -38,17 +43,17 @@ impl DataDirLock {
                 let _ = file.read_to_string(&mut owner);
                 let owner = owner.trim();
                 let owner = if owner.is_empty() { "?" } else { owner };
-                return Err(format!(
-                    "{}: the data directory is in use by another journal-server (pid {owner})",
-                    data_dir.display()
-                ));
+                return Err(ServeError::InUse {
+                    dir: data_dir.to_path_buf(),
+                    owner: owner.to_owned(),
+                });
             }
-            Err(e) => return Err(fail(&e)),
+            Err(e) => return Err(fail(e.into())),
         }
         file.set_len(0)
             .and_then(|()| file.seek(SeekFrom::Start(0)))
             .and_then(|_| writeln!(file, "{}", std::process::id()))
-            .map_err(|e| fail(&e))?;
+            .map_err(fail)?;
         Ok(DataDirLock { _file: file })
     }
 }
@@ -59,11 +64,14 @@ mod tests {
 
     #[test]
     fn a_data_directory_has_one_owner_at_a_time() {
-        let dir = crate::testing::temp_dir("data-lock");
+        let dir = std::env::temp_dir().join(format!("journal-data-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
         let first = DataDirLock::acquire(&dir).unwrap();
         // flock locks belong to the open file, so a second open in this process is refused
         // just as another process would be.
         let refused = DataDirLock::acquire(&dir).unwrap_err();
+        let refused = refused.to_string();
         assert!(
             refused.contains(&format!("pid {}", std::process::id())),
             "{refused}"

@@ -1,16 +1,13 @@
 //! `journal-server serve`: wiring only. Configuration → policy; TLS (its certificate read
-//! again on SIGHUP); spool recovery; the pipeline thread; one task per connection, admitted by
-//! [`limits`] (which also signals stress) and slowed by [`in_flow`] while archiving is behind;
-//! graceful shutdown on SIGINT/SIGTERM, and exit 1 when the pipeline or the spool can no longer
-//! work.
+//! again on SIGHUP); the data-directory lock; the engine (`mailjournal::engine`: spool
+//! recovery, the pipeline thread); one task per connection, admitted by [`limits`] (which
+//! also signals stress) and slowed while archiving is behind; graceful shutdown on
+//! SIGINT/SIGTERM, and exit 1 when the engine can no longer work.
 
-mod alarm;
 mod connection;
 mod data_lock;
-mod in_flow;
+mod error;
 mod limits;
-mod pipeline;
-pub(crate) mod spool;
 mod tls;
 
 use std::net::SocketAddr;
@@ -19,13 +16,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use mailjournal::definition::{Config, Policy, provision};
+use mailjournal::engine::{Engine, EngineOptions};
 use mailjournal::queue::Duration;
 use mailjournal::smtp::SessionConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::store::{ArchiveStore, SqliteStore};
-use alarm::DeathAlarm;
+use error::{ServeError, TlsError};
 use limits::Limits;
 
 /// Arguments of `serve`.
@@ -123,9 +120,12 @@ pub(crate) fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), String> {
+async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), ServeError> {
     let data_dir = config.server.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir).map_err(|source| ServeError::Io {
+        path: data_dir.clone(),
+        source,
+    })?;
     // Before anything reads the spool, and held until the server is done with it.
     let _owner = data_lock::DataDirLock::acquire(&data_dir)?;
     let tls = match (
@@ -146,71 +146,17 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
         }
     };
 
-    let mut store = SqliteStore::open(&data_dir)?;
-    let newest_item = store.newest_item_id().map_err(|e| e.to_string())?;
-    let connectors: Vec<_> = config
-        .journal
-        .iter()
-        .map(|j| {
-            (
-                j.description.clone(),
-                j.service_email_address.clone(),
-                j.disabled,
-                j.period_of_inactivity_allowed_minutes,
-            )
-        })
-        .collect();
-    store
-        .set_connectors(&connectors)
-        .map_err(|e| e.to_string())?;
-    let policy = Arc::new(policy);
-    let interval = Duration::seconds(args.match_interval_seconds.max(1));
-    let handoff = Arc::new(pipeline::Handoff::default());
-    let mut pipeline = pipeline::Pipeline::new(
-        policy.clone(),
-        data_dir.clone(),
-        Box::new(store),
-        interval,
-        handoff.clone(),
-    );
-    let mut limits = spool::SpoolLimits::default();
+    let mut options = EngineOptions::new(&data_dir);
+    options.attempt_interval = Duration::seconds(args.match_interval_seconds.max(1));
     if let Some(bytes) = args.spool_segment_bytes {
-        limits.segment_bytes = bytes.max(1);
+        options.spool.segment_bytes = bytes.max(1);
     }
     if let Some(us) = args.max_commit_linger_us {
-        limits.max_commit_linger = std::time::Duration::from_micros(us);
+        options.spool.max_commit_linger = std::time::Duration::from_micros(us);
     }
-    let (spool, recovery) = pipeline
-        .recover(|on_record| spool::Spool::open(&data_dir, limits, on_record))
-        .map_err(|e| format!("spool: {e}"))?;
-    if let Some(newest) = newest_item.as_deref().and_then(spool::parse_id) {
-        spool.ids_after(newest);
-    }
-    pipeline.retire_from(spool.segments());
-    tracing::info!(
-        committed = recovery.committed,
-        live_segments = recovery.segments.len(),
-        torn_tail_bytes = recovery.truncated_bytes,
-        discarded_unacknowledged = recovery.discarded.len(),
-        quarantined = recovery.quarantined.len(),
-        "spool recovered"
-    );
-    for id in &recovery.quarantined {
-        tracing::error!(id = %id, "corrupt spooled message quarantined");
-    }
-    let (pipeline_tx, pipeline_rx) = std::sync::mpsc::channel();
-    let pipeline_stop = pipeline.stop_flag();
-    let in_flow = pipeline.in_flow();
-    let pipeline_died = Arc::new(tokio::sync::Notify::new());
-    let alarm = DeathAlarm::armed(pipeline_died.clone());
-    let pipeline_thread = std::thread::Builder::new()
-        .name("pipeline".into())
-        .spawn(move || {
-            pipeline::run_in_background();
-            pipeline.run(pipeline_rx);
-            alarm.disarm();
-        })
-        .map_err(|e| e.to_string())?;
+    let policy = Arc::new(policy);
+    // Recovery runs here, before any listener is bound.
+    let (engine, _started) = Engine::open_embedded(policy.clone(), &data_dir, options)?;
 
     let session_config = SessionConfig {
         hostname: config.server.hostname.clone(),
@@ -221,20 +167,20 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
     let shared = Arc::new(connection::Shared {
         session_config: Arc::new(session_config),
         policy,
-        spool: Arc::new(spool),
+        spool: engine.spool().clone(),
         tls: tokio_rustls::TlsAcceptor::from(tls),
-        pipeline: pipeline_tx.clone(),
-        handoff,
-        in_flow,
+        in_flow: engine.in_flow().clone(),
         stress: limits.stress(),
     });
 
     let mut listeners = Vec::new();
     for address in &config.server.listen {
-        let listener = TcpListener::bind(address)
-            .await
-            .map_err(|e| format!("listen {address}: {e}"))?;
-        let bound = listener.local_addr().map_err(|e| e.to_string())?;
+        let listen = |source| ServeError::Listen {
+            address: address.clone(),
+            source,
+        };
+        let listener = TcpListener::bind(address).await.map_err(listen)?;
+        let bound = listener.local_addr().map_err(listen)?;
         println!("listening on {bound}");
         listeners.push(listener);
     }
@@ -252,20 +198,14 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
         ));
     }
     // A pipeline that died (a panic outside the parser's guard) would leave the server taking
-    // mail that nothing archives, unnoticed: stop instead, so that a restart (a service
-    // manager's) recovers every item from the spool. The same for a spool that can no longer
-    // sync.
+    // mail that nothing archives, unnoticed; a spool that can no longer sync refuses every
+    // message (451) until recovery has made its log trustworthy again. Either way: stop, so
+    // that a restart (a service manager's) recovers every item from the spool.
     let failure = tokio::select! {
         () = wait_for_signal() => None,
-        () = pipeline_died.notified() => {
-            tracing::error!("the archiving pipeline stopped unexpectedly: shutting down");
-            Some("the archiving pipeline stopped unexpectedly".to_owned())
-        }
-        // Sessions already refuse every message (451); a service manager's restart lets
-        // recovery make the log trustworthy again, where staying up would refuse mail forever.
-        () = shared.spool.unusable() => {
-            tracing::error!("the spool can no longer make messages durable: shutting down");
-            Some("the spool can no longer make messages durable (see the log); a restart recovers it".to_owned())
+        failure = engine.failed() => {
+            tracing::error!(%failure, "shutting down");
+            Some(failure)
         }
     };
     tracing::info!("shutting down: no new connections, finishing sessions");
@@ -278,14 +218,12 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
             _ = &mut deadline => { tasks.abort_all(); break }
         }
     }
-    // The pipeline ends its current round of due actions and takes what sessions committed
-    // (the channel) before it returns; items it has not reached resume at the next start.
-    pipeline_stop.store(true, std::sync::atomic::Ordering::Release);
-    let _ = pipeline_tx.send(pipeline::Input::Shutdown);
     drop(shared);
-    let _ = tokio::task::spawn_blocking(move || pipeline_thread.join()).await;
+    // The pipeline ends its current round of due actions and takes what sessions committed
+    // before it returns; items it has not reached resume at the next start.
+    let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
     tracing::info!("stopped");
-    failure.map_or(Ok(()), Err)
+    failure.map_or(Ok(()), |f| Err(f.into()))
 }
 
 /// Whether `serve` (or a `SIGHUP` reload) could use this certificate and key: both files read,
@@ -293,7 +231,7 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Stri
 pub(crate) fn check_tls_files(
     certificate: &std::path::Path,
     key: &std::path::Path,
-) -> Result<(), String> {
+) -> Result<(), TlsError> {
     tls::load(certificate, key).map(|_| ())
 }
 

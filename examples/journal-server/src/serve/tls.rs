@@ -15,16 +15,17 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+use super::error::TlsError;
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 fn builder(
     provider: Arc<CryptoProvider>,
-) -> Result<rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert>, String> {
+) -> Result<rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert>, TlsError> {
     Ok(ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_safe_default_protocol_versions()?
         .with_no_client_auth())
 }
 
@@ -33,21 +34,24 @@ fn read_pair(
     certificate: &Path,
     key: &Path,
     provider: &CryptoProvider,
-) -> Result<CertifiedKey, String> {
+) -> Result<CertifiedKey, TlsError> {
+    let pem = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| TlsError::Pem { path, source }
+    };
     let chain = CertificateDer::pem_file_iter(certificate)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{}: {e}", certificate.display()))?;
+        .map_err(pem(certificate))?;
     if chain.is_empty() {
-        return Err(format!("{}: no certificate", certificate.display()));
+        return Err(TlsError::NoCertificate {
+            path: certificate.to_path_buf(),
+        });
     }
-    let private =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
-    CertifiedKey::from_der(chain, private, provider).map_err(|e| {
-        format!(
-            "TLS certificate {} with key {}: {e}",
-            certificate.display(),
-            key.display()
-        )
+    let private = PrivateKeyDer::from_pem_file(key).map_err(pem(key))?;
+    CertifiedKey::from_der(chain, private, provider).map_err(|source| TlsError::Pair {
+        certificate: certificate.to_path_buf(),
+        key: key.to_path_buf(),
+        source,
     })
 }
 
@@ -64,7 +68,7 @@ impl FileCertificate {
     /// Reads the files again and serves what they hold to the next clients (sessions already
     /// in TLS keep theirs). On any error (a file half written, a key that does not match the
     /// certificate) the current certificate stays.
-    pub(crate) fn reload(&self) -> Result<(), String> {
+    pub(crate) fn reload(&self) -> Result<(), TlsError> {
         let pair = read_pair(&self.certificate, &self.key, &self.provider)?;
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(pair);
         Ok(())
@@ -91,7 +95,7 @@ impl ResolvesServerCert for FileCertificate {
 pub(crate) fn load(
     certificate: &Path,
     key: &Path,
-) -> Result<(Arc<ServerConfig>, Arc<FileCertificate>), String> {
+) -> Result<(Arc<ServerConfig>, Arc<FileCertificate>), TlsError> {
     let provider = provider();
     let pair = read_pair(certificate, key, &provider)?;
     let files = Arc::new(FileCertificate {
@@ -109,24 +113,24 @@ pub(crate) fn load(
 pub(crate) fn self_signed(
     dir: &Path,
     hostname: &str,
-) -> Result<(Arc<ServerConfig>, PathBuf), String> {
+) -> Result<(Arc<ServerConfig>, PathBuf), TlsError> {
     let names = vec![
         hostname.to_owned(),
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),
         "::1".to_owned(),
     ];
-    let certified = rcgen::generate_simple_self_signed(names)
-        .map_err(|e| format!("self-signed certificate: {e}"))?;
+    let certified = rcgen::generate_simple_self_signed(names)?;
     let cert_pem = certified.cert.pem();
     let path = dir.join("dev-cert.pem");
-    std::fs::write(&path, &cert_pem).map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::write(&path, &cert_pem).map_err(|source| TlsError::Write {
+        path: path.clone(),
+        source,
+    })?;
     let chain = vec![certified.cert.der().clone()];
-    let key = PrivateKeyDer::try_from(certified.signing_key.serialize_der())
-        .map_err(|e| format!("key: {e}"))?;
-    let config = builder(provider())?
-        .with_single_cert(chain, key)
-        .map_err(|e| format!("TLS certificate: {e}"))?;
+    let key =
+        PrivateKeyDer::try_from(certified.signing_key.serialize_der()).map_err(TlsError::Key)?;
+    let config = builder(provider())?.with_single_cert(chain, key)?;
     Ok((Arc::new(config), path))
 }
 
@@ -162,7 +166,8 @@ mod tests {
         std::fs::copy(&cert2, &cert).unwrap();
         // The certificate renewed, its key not yet: refused, the old pair stays.
         let refused = files.reload().unwrap_err();
-        assert!(refused.contains("key"), "{refused}");
+        assert!(matches!(refused, TlsError::Pair { .. }), "{refused}");
+        assert!(refused.to_string().contains("key"), "{refused}");
         assert_eq!(served(&files), first);
         std::fs::copy(&key2, &key).unwrap();
         files.reload().unwrap();

@@ -1,0 +1,200 @@
+//! The read side of the embedded archive, for other processes (`status`, `get`, `retry`)
+//! while the engine writes: SQLite read snapshots, and content files that are written once,
+//! then renamed.
+
+use std::path::{Path, PathBuf};
+
+use mailjournal_queue::{ContentHash, ItemId, StateName, Timestamp};
+use rusqlite::{Connection, OptionalExtension};
+
+use super::content;
+use super::index::{item_content, item_id, keeps_item_counts, settled_sql, state_name};
+use crate::ArchiveResult;
+
+/// One connector as the index last recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorRow {
+    /// The definition's description.
+    pub description: String,
+    /// Its service email address.
+    pub service_email_address: String,
+    /// Whether it is disabled.
+    pub disabled: bool,
+    /// The period of inactivity allowed, in minutes.
+    pub period_minutes: u32,
+    /// When its last message arrived, if ever.
+    pub last_message_at: Option<Timestamp>,
+}
+
+/// One item as the index knows it (the queue details of `status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemRow {
+    /// The queue id.
+    pub id: ItemId,
+    /// Its state.
+    pub state: StateName,
+    /// Its journal definition's description.
+    pub definition: String,
+    /// The sender shown in queue details.
+    pub sender: String,
+    /// The journal address it arrived for.
+    pub recipient: String,
+    /// When it was accepted.
+    pub received_at: Timestamp,
+    /// Match attempts made.
+    pub attempts: u32,
+    /// Why it was dropped, failed or held.
+    pub reason: Option<String>,
+    /// The hash of its archived form, once archived or merged.
+    pub content: Option<ContentHash>,
+    /// Where its bytes are in the spool's commit log, when inline.
+    pub log_offset: Option<u64>,
+}
+
+const ITEM_COLUMNS: &str = "id, state, definition, sender, recipient, received_at, attempts, reason, content_sha256, log_offset";
+
+type RawItem = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    u32,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+);
+
+fn raw_item(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawItem> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+    ))
+}
+
+fn item_row(raw: RawItem) -> ArchiveResult<ItemRow> {
+    let (id, state, definition, sender, recipient, received, attempts, reason, content, offset) =
+        raw;
+    Ok(ItemRow {
+        id: item_id(id)?,
+        state: state_name(state)?,
+        definition,
+        sender,
+        recipient,
+        received_at: Timestamp(received as u64),
+        attempts,
+        reason,
+        content: item_content(content)?,
+        log_offset: offset.and_then(|o| u64::try_from(o).ok()),
+    })
+}
+
+/// A read-only view of a data directory's embedded archive.
+#[derive(Debug)]
+pub struct Reader {
+    db: Connection,
+    content_dir: PathBuf,
+}
+
+impl Reader {
+    /// Opens the archive of `data_dir` read-only (failing when it was never created).
+    pub fn open(data_dir: &Path) -> ArchiveResult<Reader> {
+        let db = Connection::open_with_flags(
+            data_dir.join("archive.sqlite3"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        db.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Reader {
+            db,
+            content_dir: data_dir.join("archive"),
+        })
+    }
+
+    /// The connectors in configuration order.
+    pub fn connectors(&self) -> ArchiveResult<Vec<ConnectorRow>> {
+        let mut stmt = self.db.prepare("SELECT description, service_email_address, disabled, period_minutes, last_message_at FROM connectors ORDER BY position")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(ConnectorRow {
+                description: r.get(0)?,
+                service_email_address: r.get(1)?,
+                disabled: r.get(2)?,
+                period_minutes: r.get(3)?,
+                last_message_at: r.get::<_, Option<i64>>(4)?.map(|t| Timestamp(t as u64)),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Items per state (states without items left out), in state-name order.
+    pub fn counts(&self) -> ArchiveResult<Vec<(StateName, u64)>> {
+        // A database the server has not opened since counts were kept is counted the long way.
+        let sql = if keeps_item_counts(&self.db)? {
+            "SELECT state, n FROM item_counts WHERE n > 0 ORDER BY state"
+        } else {
+            "SELECT state, COUNT(*) FROM items GROUP BY state ORDER BY state"
+        };
+        let mut stmt = self.db.prepare(sql)?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        rows.map(|row| {
+            let (state, n) = row?;
+            Ok((state_name(state)?, n as u64))
+        })
+        .collect()
+    }
+
+    /// When the oldest item that is not settled arrived.
+    pub fn oldest_pending(&self) -> ArchiveResult<Option<Timestamp>> {
+        let sql = format!(
+            "SELECT MIN(received_at) FROM items WHERE state NOT IN ({})",
+            settled_sql()
+        );
+        let oldest: Option<i64> = self.db.query_row(&sql, [], |r| r.get(0))?;
+        Ok(oldest.map(|t| Timestamp(t as u64)))
+    }
+
+    /// The newest items first, at most `limit` of them (`None`: every one).
+    pub fn items(&self, limit: Option<usize>) -> ArchiveResult<Vec<ItemRow>> {
+        let sql =
+            format!("SELECT {ITEM_COLUMNS} FROM items ORDER BY received_at DESC, id DESC LIMIT ?1");
+        let limit = limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        let mut stmt = self.db.prepare(&sql)?;
+        let rows = stmt.query_map([limit], raw_item)?;
+        rows.map(|raw| item_row(raw?)).collect()
+    }
+
+    /// One item, if the index knows it.
+    pub fn item(&self, id: ItemId) -> ArchiveResult<Option<ItemRow>> {
+        let sql = format!("SELECT {ITEM_COLUMNS} FROM items WHERE id = ?1");
+        self.db
+            .query_row(&sql, [id.to_string()], raw_item)
+            .optional()?
+            .map(item_row)
+            .transpose()
+    }
+
+    /// The stored content with this hash (pending or durable).
+    pub fn content(&self, hash: &ContentHash) -> ArchiveResult<Vec<u8>> {
+        Ok(content::read_from(&self.content_dir, hash)?)
+    }
+}
+
+/// Marks a failed item of `data_dir`'s archive for retry; the running engine (or the next
+/// start) picks it up. Returns false when the item is unknown or not failed.
+pub fn request_retry(data_dir: &Path, id: ItemId) -> ArchiveResult<bool> {
+    let db = Connection::open(data_dir.join("archive.sqlite3"))?;
+    db.busy_timeout(std::time::Duration::from_secs(5))?;
+    let changed = db.execute(
+        "UPDATE items SET state = 'retry' WHERE id = ?1 AND state = 'failed'",
+        [id.to_string()],
+    )?;
+    Ok(changed == 1)
+}

@@ -1,0 +1,159 @@
+//! The embedded index and its read side, on real SQLite files.
+
+use std::fs;
+use std::path::PathBuf;
+
+use mailjournal_queue::{ItemId, StateName, Timestamp};
+use rusqlite::Connection;
+
+use super::{Reader, SqliteIndex, request_retry};
+use crate::{ArchiveIndex, NewItem};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mailjournal-index-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn index(dir: &std::path::Path) -> SqliteIndex {
+    SqliteIndex::open(&dir.join("archive.sqlite3")).unwrap()
+}
+
+fn item(id: u64, log_offset: Option<u64>) -> NewItem<'static> {
+    NewItem {
+        id: ItemId(id),
+        definition: "bench",
+        sender: "<>",
+        recipient: "journaling@journal.example.com",
+        received_at: Timestamp(1),
+        size: 10,
+        log_offset,
+    }
+}
+
+fn log_offset(reader: &Reader, id: u64) -> Option<u64> {
+    reader.item(ItemId(id)).unwrap().and_then(|i| i.log_offset)
+}
+
+#[test]
+fn the_spool_location_is_kept_and_filled_in_but_never_changes_a_known_item() {
+    let dir = temp_dir("offset");
+    let store = index(&dir);
+    store.add_item(&item(0xA, Some(4096))).unwrap();
+    store.add_item(&item(0xB, None)).unwrap();
+    store
+        .set_state(
+            ItemId(0xA),
+            StateName::Archived,
+            1,
+            None,
+            None,
+            Timestamp(2),
+        )
+        .unwrap();
+    // Recovery adds both again, now knowing B's place.
+    store.add_item(&item(0xA, None)).unwrap();
+    store.add_item(&item(0xB, Some(8192))).unwrap();
+    let reader = Reader::open(&dir).unwrap();
+    assert_eq!(log_offset(&reader, 0xA), Some(4096));
+    assert_eq!(log_offset(&reader, 0xB), Some(8192));
+    assert_eq!(log_offset(&reader, 0xC), None);
+    assert_eq!(
+        store.progress(ItemId(0xA)).unwrap().unwrap().state,
+        StateName::Archived
+    );
+    assert_eq!(store.newest_item_id().unwrap(), Some(ItemId(0xB)));
+}
+
+/// Items per state, counted the long way.
+fn counted(db: &Connection) -> Vec<(StateName, u64)> {
+    db.prepare("SELECT state, COUNT(*) FROM items GROUP BY state ORDER BY state")
+        .unwrap()
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .unwrap()
+        .map(|row| {
+            let (state, n) = row.unwrap();
+            (state.parse().unwrap(), n as u64)
+        })
+        .collect()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+    /// Whatever the engine and an operator do to items, in whatever order, the kept counts
+    /// are what counting every item says.
+    #[test]
+    fn kept_counts_always_match_the_items(
+        ops in proptest::collection::vec((0u8..3, 0u64..4, 0usize..6), 0..40),
+    ) {
+        const STATES: [StateName; 6] = [StateName::Waiting, StateName::Archiving, StateName::Archived, StateName::Failed, StateName::Merged, StateName::NotArchived];
+        let dir = temp_dir("counts");
+        let store = index(&dir);
+        for (op, id, state) in ops {
+            match op {
+                0 => store.add_item(&item(id, None)).unwrap(),
+                1 => store.set_state(ItemId(id), STATES[state], 1, None, None, Timestamp(2)).unwrap(),
+                _ => {
+                    request_retry(&dir, ItemId(id)).unwrap();
+                }
+            }
+            let reader = Reader::open(&dir).unwrap();
+            let db = Connection::open(dir.join("archive.sqlite3")).unwrap();
+            proptest::prop_assert_eq!(reader.counts().unwrap(), counted(&db));
+        }
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn a_database_from_before_the_log_offset_column_is_migrated() {
+    let dir = temp_dir("migrate");
+    {
+        let db = Connection::open(dir.join("archive.sqlite3")).unwrap();
+        db.execute_batch(
+            "CREATE TABLE items (id TEXT PRIMARY KEY, definition TEXT NOT NULL, sender TEXT NOT NULL,
+             recipient TEXT NOT NULL, received_at INTEGER NOT NULL, size INTEGER NOT NULL,
+             state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, reason TEXT,
+             merged_into TEXT, content_sha256 TEXT, updated_at INTEGER NOT NULL);
+             INSERT INTO items (id, definition, sender, recipient, received_at, size, state, updated_at)
+             VALUES ('00000000000000AA', 'bench', '<>', 'j@x', 1, 10, 'waiting', 1);",
+        )
+        .unwrap();
+    }
+    let store = index(&dir);
+    store.add_item(&item(0xAA, Some(12))).unwrap();
+    let reader = Reader::open(&dir).unwrap();
+    assert_eq!(log_offset(&reader, 0xAA), Some(12));
+    // Counts kept from then on start from what was there.
+    assert_eq!(reader.counts().unwrap(), [(StateName::Waiting, 1)]);
+    // Opening again does not try to add the column (or the counts) twice.
+    drop(store);
+    let store = index(&dir);
+    store.add_item(&item(0xBB, None)).unwrap();
+    assert_eq!(reader.counts().unwrap(), [(StateName::Waiting, 2)]);
+}
+
+#[test]
+fn retry_takes_only_failed_items() {
+    let dir = temp_dir("retry");
+    let store = index(&dir);
+    store.add_item(&item(1, None)).unwrap();
+    assert!(
+        !request_retry(&dir, ItemId(1)).unwrap(),
+        "waiting, not failed"
+    );
+    store
+        .set_state(
+            ItemId(1),
+            StateName::Failed,
+            1,
+            Some("x"),
+            None,
+            Timestamp(2),
+        )
+        .unwrap();
+    assert!(request_retry(&dir, ItemId(1)).unwrap());
+    assert_eq!(store.retry_requests().unwrap(), [ItemId(1)]);
+    assert!(!request_retry(&dir, ItemId(2)).unwrap(), "unknown");
+}

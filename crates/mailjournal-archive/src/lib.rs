@@ -1,0 +1,283 @@
+//! The archive store of a journaling service, as two traits and an embedded default.
+//!
+//! What differs between backends is split in two:
+//! * [`ContentStore`]: message content stored once, named by its [`ContentHash`], made
+//!   durable in batches ([`ContentStore::make_durable`]) rather than one sync per message;
+//! * [`ArchiveIndex`]: what the archive knows of every journal item (its state, attempts and
+//!   reason), of every archived message (every delivery record with its recipients, the
+//!   de-duplication key, the reports merged into it), the connectors' last message times and
+//!   the spool segments retired.
+//!
+//! The engine (`mailjournal::engine`) drives both; a backend implements them without
+//! touching it. The embedded default ([`embedded`], cargo feature `embedded`, on by default)
+//! keeps the index in SQLite and the content in files under the data directory.
+//!
+//! ```
+//! # #[cfg(feature = "embedded")] {
+//! use mailjournal_archive::{ArchiveIndex, ContentStore, NewItem, embedded};
+//! use mailjournal_queue::{ItemId, StateName, Timestamp};
+//!
+//! let dir = std::env::temp_dir().join(format!("archive-doc-{}", std::process::id()));
+//! # let _ = std::fs::remove_dir_all(&dir);
+//! let (index, content) = embedded::open(&dir)?;
+//! let id = ItemId(0x0001_0000_0000_0001);
+//! index.add_item(&NewItem {
+//!     id,
+//!     definition: "Microsoft 365",
+//!     sender: "<>",
+//!     recipient: "journaling@journal.example.com",
+//!     received_at: Timestamp(1_000),
+//!     size: 5,
+//!     log_offset: None,
+//! })?;
+//! assert_eq!(index.progress(id)?.unwrap().state, StateName::Waiting);
+//!
+//! let hash = mailjournal_archive::hash_of(b"hello");
+//! content.put(&hash, b"hello")?;
+//! content.make_durable()?;
+//! assert_eq!(content.read(&hash)?, b"hello");
+//! # let _ = std::fs::remove_dir_all(&dir);
+//! # }
+//! # Ok::<(), mailjournal_archive::ArchiveError>(())
+//! ```
+
+#[cfg(feature = "embedded")]
+pub mod embedded;
+
+use std::io;
+
+pub use mailjournal_queue::ContentHash;
+use mailjournal_queue::{ItemId, StateName, Timestamp};
+
+/// The hash that names `bytes` as content: their SHA-256.
+pub fn hash_of(bytes: &[u8]) -> ContentHash {
+    use sha2::Digest;
+    ContentHash(sha2::Sha256::digest(bytes).into())
+}
+
+/// An archive-store failure, whatever the backend.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// The embedded index (SQLite) failed.
+    #[cfg(feature = "embedded")]
+    #[error("archive index: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Reading or writing content (or the index's files) failed.
+    #[error("archive storage: {0}")]
+    Io(#[from] io::Error),
+    /// A value read back is not what the store writes (a damaged or foreign database).
+    #[error("archive holds an invalid {what}: {value:?}")]
+    Invalid {
+        /// What was expected.
+        what: &'static str,
+        /// What was found.
+        value: String,
+    },
+    /// Another backend's failure.
+    #[error("archive backend: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ArchiveError {
+    /// True when the failure is a full file system or an exhausted quota.
+    pub fn is_storage_full(&self) -> bool {
+        let full = |e: &io::Error| {
+            matches!(
+                e.kind(),
+                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+            )
+        };
+        match self {
+            ArchiveError::Io(e) => full(e),
+            #[cfg(feature = "embedded")]
+            ArchiveError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::DiskFull
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Result of an archive-store call.
+pub type ArchiveResult<T> = Result<T, ArchiveError>;
+
+/// An accepted item as the index first records it.
+#[derive(Debug, Clone, Copy)]
+pub struct NewItem<'a> {
+    /// The queue id.
+    pub id: ItemId,
+    /// Its journal definition's description.
+    pub definition: &'a str,
+    /// The SMTP sender (`<>` for none).
+    pub sender: &'a str,
+    /// The journal address it arrived for.
+    pub recipient: &'a str,
+    /// When it was accepted.
+    pub received_at: Timestamp,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Where its bytes are in the spool's commit log, when inline.
+    pub log_offset: Option<u64>,
+}
+
+/// How far an item got, as the index recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// Its state.
+    pub state: StateName,
+    /// Match attempts made.
+    pub attempts: u32,
+    /// Why it was dropped, failed or held.
+    pub reason: Option<String>,
+    /// The hash of its archived form, once archived or merged.
+    pub content: Option<ContentHash>,
+}
+
+impl Progress {
+    /// True once the item will not be processed again.
+    pub fn is_settled(&self) -> bool {
+        self.state.is_settled()
+    }
+}
+
+/// One recipient line of an archived message (the keys of the `inspect` contract).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivedRecipient {
+    /// The recipient's address.
+    pub address: String,
+    /// `to`, `cc`, `bcc` or `recipient`.
+    pub field: String,
+    /// The group it was expanded from, if any.
+    pub expanded: Option<String>,
+    /// The address it was forwarded from, if any.
+    pub forwarded: Option<String>,
+}
+
+/// What is archived for one item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archival {
+    /// The original's Message-ID (without angle brackets).
+    pub message_id: Option<String>,
+    /// The original's sent date: with the Message-ID, the de-duplication key.
+    pub sent_date: Option<String>,
+    /// The original's subject.
+    pub subject: Option<String>,
+    /// The original's sender.
+    pub sender: Option<String>,
+    /// `envelope` or `eml`.
+    pub format: String,
+    /// The hash of the archived form (`None` while only matching, before the content is read).
+    pub content: Option<ContentHash>,
+    /// Every recipient of this report.
+    pub recipients: Vec<ArchivedRecipient>,
+    /// The internal mailboxes it is archived for.
+    pub mailboxes: Vec<String>,
+}
+
+/// One configured journal definition, as the index keeps it for the service status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorConfig {
+    /// The definition's description.
+    pub description: String,
+    /// Its service email address.
+    pub service_email_address: String,
+    /// Whether it is disabled.
+    pub disabled: bool,
+    /// The period of inactivity allowed, in minutes.
+    pub period_minutes: u32,
+}
+
+/// Content stored once by hash.
+pub trait ContentStore: Send {
+    /// Stores `bytes` under `hash` (nothing happens when it is stored already). Not durable
+    /// before the next [`make_durable`](Self::make_durable), which a store may also make
+    /// itself when much is waiting.
+    fn put(&self, hash: &ContentHash, bytes: &[u8]) -> ArchiveResult<()>;
+
+    /// Whether content with this hash is stored.
+    fn contains(&self, hash: &ContentHash) -> ArchiveResult<bool>;
+
+    /// The content with this hash.
+    fn read(&self, hash: &ContentHash) -> ArchiveResult<Vec<u8>>;
+
+    /// Makes all content stored so far durable. The engine calls it before it retires a
+    /// spool segment: until then the segment holds the message.
+    fn make_durable(&self) -> ArchiveResult<()>;
+}
+
+/// The index: items, archived messages with their recipients, de-duplication, merges,
+/// connector state and spool retirement marks. Its writes may be grouped in batches.
+pub trait ArchiveIndex: Send {
+    /// Starts a batch: the writes until [`end_batch`](Self::end_batch) commit together.
+    fn begin_batch(&self) -> ArchiveResult<()>;
+
+    /// Commits the batch.
+    fn end_batch(&self) -> ArchiveResult<()>;
+
+    /// Records the configured definitions (for the service status), keeping last-message
+    /// times of those that stay.
+    fn set_connectors(&mut self, connectors: &[ConnectorConfig]) -> ArchiveResult<()>;
+
+    /// The last message time of each connector, by description.
+    fn connector_times(&self) -> ArchiveResult<Vec<(String, Option<Timestamp>)>>;
+
+    /// A message arrived for a connector.
+    fn touch_connector(&self, description: &str, at: Timestamp) -> ArchiveResult<()>;
+
+    /// Adds an accepted item as `waiting` (idempotent: recovery may add it again; a known
+    /// item keeps its state).
+    fn add_item(&self, item: &NewItem<'_>) -> ArchiveResult<()>;
+
+    /// How far an item got (recovery resumes it from there), if the index knows it.
+    fn progress(&self, id: ItemId) -> ArchiveResult<Option<Progress>>;
+
+    /// The greatest item id the index holds.
+    fn newest_item_id(&self) -> ArchiveResult<Option<ItemId>>;
+
+    /// Items an operator asked to retry, marked [`StateName::Retry`].
+    fn retry_requests(&self) -> ArchiveResult<Vec<ItemId>>;
+
+    /// Updates an item's state (and the sender shown in queue details, when given).
+    fn set_state(
+        &self,
+        id: ItemId,
+        state: StateName,
+        attempts: u32,
+        reason: Option<&str>,
+        sender: Option<&str>,
+        at: Timestamp,
+    ) -> ArchiveResult<()>;
+
+    /// The archived message with this de-duplication key (Message-ID and sent date).
+    fn find_archived(
+        &self,
+        message_id: &str,
+        sent_date: Option<&str>,
+    ) -> ArchiveResult<Option<ItemId>>;
+
+    /// Archives `item` as a new archived message, or merges it into the one with the same
+    /// key if that appeared meanwhile. Returns the archived message's id.
+    fn archive(
+        &mut self,
+        item: ItemId,
+        archival: &Archival,
+        attempts: u32,
+        at: Timestamp,
+    ) -> ArchiveResult<ItemId>;
+
+    /// Merges `item`'s recipients into the archived message `target` (several reports of one
+    /// message are normal) and records the item as merged.
+    fn merge(
+        &mut self,
+        item: ItemId,
+        target: ItemId,
+        archival: &Archival,
+        attempts: u32,
+        at: Timestamp,
+    ) -> ArchiveResult<()>;
+
+    /// Records that spool segments are retired. Returns once this and everything written
+    /// before it is durable: after retirement the spool no longer brings those items back.
+    /// Outside a batch.
+    fn record_retired(&self, segments: &[u64], at: Timestamp) -> ArchiveResult<()>;
+}
