@@ -13,7 +13,11 @@ use crate::{CommitError, Committed};
 pub(crate) type Outcome = Result<Committed, CommitError>;
 
 enum State {
-    Pending(Option<Waker>),
+    /// Not complete yet: the task to wake, and whether a thread blocks in `wait`.
+    Pending {
+        waker: Option<Waker>,
+        blocked: bool,
+    },
     Done(Outcome),
     Taken,
 }
@@ -26,9 +30,15 @@ struct Slot {
 impl Slot {
     fn complete(&self, outcome: Outcome) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if let State::Pending(waker) = std::mem::replace(&mut *state, State::Done(outcome)) {
+        if let State::Pending { waker, blocked } =
+            std::mem::replace(&mut *state, State::Done(outcome))
+        {
             drop(state);
-            self.done.notify_all();
+            // Only a blocked thread needs the condition variable: its wake-up is a system
+            // call, and the committer completes every commit of a batch in a row.
+            if blocked {
+                self.done.notify_all();
+            }
             if let Some(waker) = waker {
                 waker.wake();
             }
@@ -56,8 +66,11 @@ impl Commit {
             match std::mem::replace(&mut *state, State::Taken) {
                 State::Done(outcome) => return outcome,
                 State::Taken => return Err(CommitError::Stopped),
-                pending @ State::Pending(_) => {
-                    *state = pending;
+                State::Pending { waker, .. } => {
+                    *state = State::Pending {
+                        waker,
+                        blocked: true,
+                    };
                     state = self
                         .0
                         .done
@@ -75,7 +88,7 @@ impl Future for Commit {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
         match &mut *state {
-            State::Pending(waker) => {
+            State::Pending { waker, .. } => {
                 if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     *waker = Some(cx.waker().clone());
                 }
@@ -113,7 +126,10 @@ impl Drop for Completer {
 /// A commit and the completer that completes it.
 pub(crate) fn pair() -> (Completer, Commit) {
     let slot = Arc::new(Slot {
-        state: Mutex::new(State::Pending(None)),
+        state: Mutex::new(State::Pending {
+            waker: None,
+            blocked: false,
+        }),
         done: Condvar::new(),
     });
     (Completer(Some(slot.clone())), Commit(slot))
