@@ -115,6 +115,8 @@ impl Committer {
             // New data files are directory entries: their directory is synced with the log.
             let any_files = batch.iter().any(|r| r.inline.is_none());
             let log = &mut self.active.file;
+            #[cfg(feature = "test-hooks")]
+            test_hooks::maybe_tear(log, self.active.len, &batch[0]);
             let started = std::time::Instant::now();
             let written = frame::append_all(log, &mut slices);
             drop(slices);
@@ -153,6 +155,9 @@ impl Committer {
             self.linger.observe(started.elapsed());
             self.active.len = at;
             self.segments.committed(self.active.base, batch.len());
+            // Every session of the batch is told first (its 250 is on the critical path), then
+            // the consumer gets the records.
+            let mut committed = Vec::with_capacity(batch.len());
             for (request, offset) in batch.into_iter().zip(offsets) {
                 let CommitRequest {
                     mut record,
@@ -169,6 +174,9 @@ impl Committer {
                     size: record.size,
                     location: record.location,
                 }));
+                committed.push((record, inline));
+            }
+            for (record, inline) in committed {
                 self.consumer.committed(record, inline);
             }
         }
@@ -182,5 +190,47 @@ impl Committer {
         for request in rx {
             request.fail(CommitError::Unusable(cause.clone()));
         }
+    }
+}
+
+/// A moment for a crash test to kill the process at: in the middle of a log append.
+///
+/// With `MAILJOURNAL_TEST_TEAR_BATCH=N` in the environment, the `N`th batch this process
+/// commits is first written only in part (its first frame's header and half its metadata),
+/// announced on standard error, and held there for a minute. A test kills the process (a
+/// real `kill -9`) during that minute, which leaves a torn tail for recovery to cut; the hook
+/// only chooses the moment. Not killed, the committer cuts the part off again and goes on as
+/// if nothing happened. Compiled only with the `test-hooks` feature.
+#[cfg(feature = "test-hooks")]
+mod test_hooks {
+    use std::fs::File;
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::CommitRequest;
+
+    static BATCHES: AtomicU64 = AtomicU64::new(0);
+
+    pub(super) fn maybe_tear(log: &mut File, committed_len: u64, first: &CommitRequest) {
+        let Some(target) = std::env::var("MAILJOURNAL_TEST_TEAR_BATCH")
+            .ok()
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            return;
+        };
+        if BATCHES.fetch_add(1, Ordering::Relaxed) + 1 != target {
+            return;
+        }
+        let mut part = first.head.to_vec();
+        part.extend_from_slice(&first.json[..first.json.len() / 2]);
+        if log.write_all(&part).is_err() {
+            return;
+        }
+        eprintln!(
+            "test hook: spool batch torn after {} bytes, waiting to be killed",
+            part.len()
+        );
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        let _ = log.set_len(committed_len);
     }
 }

@@ -1,6 +1,14 @@
-//! The durability promise under `kill -9`: concurrent clients send while the server is killed
-//! at random moments, 20 times over; after each restart every message that got a `250` must
-//! be in the spool, byte for byte, and no unacknowledged partial message may remain.
+//! The durability promise under `kill -9`: concurrent clients send while the server is killed,
+//! 20 times over; after each restart every message that got a `250` must be in the spool,
+//! byte for byte, and no unacknowledged partial message may remain.
+//!
+//! One message in ten is over the spool's 1 MiB inline limit, so it takes the data-file path.
+//! Odd rounds kill at a random moment; even rounds kill inside a log append, at a moment the
+//! spool's test hook chooses (`MAILJOURNAL_TEST_TEAR_BATCH`: a batch written in part, then
+//! held), so that recovery has torn tails to cut. The test prints how many large messages were
+//! committed, how many torn tails recovery cut and how many kills there were, and fails when
+//! the first two are zero: a crash test that never takes those paths proves nothing about
+//! them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,7 +18,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -42,8 +50,15 @@ impl Drop for Server {
     }
 }
 
-fn start(config: &Path) -> (Server, u16) {
-    let child = Command::new(env!("CARGO_BIN_EXE_journal-server"))
+/// Starts the server (with the spool's tear hook set to batch `tear`, if given); its port and
+/// its standard error, line by line.
+fn start(config: &Path, tear: Option<u64>) -> (Server, u16, mpsc::Receiver<String>) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_journal-server"));
+    match tear {
+        Some(batch) => command.env("MAILJOURNAL_TEST_TEAR_BATCH", batch.to_string()),
+        None => command.env_remove("MAILJOURNAL_TEST_TEAR_BATCH"),
+    };
+    let child = command
         .args([
             "serve",
             "--config",
@@ -57,11 +72,19 @@ fn start(config: &Path) -> (Server, u16) {
             "--spool-segment-bytes",
             "262144",
         ])
+        .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut server = Server(child);
+    let (lines, log) = mpsc::channel();
+    let stderr = BufReader::new(server.0.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
     let mut port = 0;
     for line in BufReader::new(server.0.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
@@ -71,7 +94,30 @@ fn start(config: &Path) -> (Server, u16) {
         }
     }
     assert_ne!(port, 0);
-    (server, port)
+    (server, port, log)
+}
+
+/// Waits for a line of the server's log holding `text`.
+fn wait_for_line(log: &mpsc::Receiver<String>, text: &str) -> Option<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match log.recv_timeout(left) {
+            Ok(line) if line.contains(text) => return Some(line),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// The bytes recovery cut from a torn tail, from its `spool recovered` log line.
+fn torn_tail_bytes(log: &mpsc::Receiver<String>) -> u64 {
+    let line = wait_for_line(log, "spool recovered").expect("recovery's log line");
+    let value = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("torn_tail_bytes="))
+        .unwrap_or_else(|| panic!("no torn_tail_bytes in {line:?}"));
+    value.parse().unwrap()
 }
 
 /// A tiny xorshift generator: deterministic per client, no dependency.
@@ -88,9 +134,10 @@ impl Rng {
 fn message(rng: &mut Rng, n: u64) -> Vec<u8> {
     let mut m = format!("From: crash@contoso.com\r\nTo: bob@contoso.com\r\nMessage-ID: <crash-{n}-{}@contoso.com>\r\nSubject: crash {n}\r\n\r\n", rng.next()).into_bytes();
     // One message in ten is larger than the spool's inline limit (1 MiB): it takes the
-    // data-file path; the others travel inside their commit record.
+    // data-file path; the others travel inside their commit record. Lines average 40.5
+    // bytes, so 30 000 of them make 1.2 MB (1.15 MiB) give or take a few hundred bytes.
     let lines = if rng.next().is_multiple_of(10) {
-        16_000 + rng.next() % 4000
+        30_000 + rng.next() % 4000
     } else {
         rng.next() % 3000
     };
@@ -158,8 +205,17 @@ fn client(port: u16, seed: u64, acked: Arc<Mutex<HashMap<String, String>>>, stop
     }
 }
 
+/// What a log segment says of one message: the SHA-256 its record states, the SHA-256 of the
+/// bytes found, and whether they are inside the record (else in a data file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stored {
+    recorded: String,
+    actual: String,
+    inline: bool,
+}
+
 /// Reads the frames of one log segment into `stored`; returns where the last whole frame ends.
-fn read_segment(log: &[u8], spool: &Path, stored: &mut HashMap<String, (String, String)>) -> usize {
+fn read_segment(log: &[u8], spool: &Path, stored: &mut HashMap<String, Stored>) -> usize {
     let mut pos = 0;
     while pos + 12 <= log.len() {
         let json_len = u32::from_le_bytes(log[pos..pos + 4].try_into().unwrap()) as usize;
@@ -180,7 +236,14 @@ fn read_segment(log: &[u8], spool: &Path, stored: &mut HashMap<String, (String, 
             .unwrap_or_default();
             hex(&Sha256::digest(file))
         };
-        stored.insert(id, (record["sha256"].as_str().unwrap().to_owned(), actual));
+        stored.insert(
+            id,
+            Stored {
+                recorded: record["sha256"].as_str().unwrap().to_owned(),
+                actual,
+                inline: record["inline_data"] == true,
+            },
+        );
         pos += 12 + json_len + data_len;
     }
     pos
@@ -239,8 +302,12 @@ fn every_acknowledged_message_survives_kill_9() {
     let mut rng = Rng(0x5eed_1234_abcd);
     // Every message found committed and intact in the spool after some restart: id -> SHA-256.
     let mut committed: HashMap<String, String> = HashMap::new();
+    let mut large_committed = std::collections::HashSet::new();
+    let (mut kills, mut torn_tails) = (0, 0);
     for round in 0..KILLS {
-        let (mut server, port) = start(&config);
+        // Even rounds: killed inside the append of a batch the hook picks.
+        let tear = round.is_multiple_of(2).then(|| 2 + rng.next() % 30);
+        let (mut server, port, log) = start(&config, tear);
         let stop = Arc::new(AtomicBool::new(false));
         let clients: Vec<_> = (0..CLIENTS)
             .map(|c| {
@@ -249,8 +316,15 @@ fn every_acknowledged_message_survives_kill_9() {
                 std::thread::spawn(move || client(port, seed, acked, stop))
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(100 + rng.next() % 500));
+        match tear {
+            Some(_) => assert!(
+                wait_for_line(&log, "test hook: spool batch torn").is_some(),
+                "round {round}: the hook never tore a batch"
+            ),
+            None => std::thread::sleep(Duration::from_millis(100 + rng.next() % 500)),
+        }
         server.kill();
+        kills += 1;
         stop.store(true, Ordering::Relaxed);
         for c in clients {
             c.join().unwrap();
@@ -258,9 +332,12 @@ fn every_acknowledged_message_survives_kill_9() {
         // After a restart (recovery runs at start-up), read the spool as the format says:
         // log segments (live in `log/`, retired to `kept/`) of frames
         // `[json len][data len][crc32][json][data]`, large bodies in files beside them.
-        let (mut server, _) = start(&config);
+        let (mut server, _, log) = start(&config, None);
+        if torn_tail_bytes(&log) > 0 {
+            torn_tails += 1;
+        }
         let spool = data_dir.join("spool");
-        let mut stored: HashMap<String, (String, String)> = HashMap::new(); // id -> (recorded sha, actual sha)
+        let mut stored: HashMap<String, Stored> = HashMap::new();
         let mut segments = 0;
         for place in ["log", "kept"] {
             for entry in std::fs::read_dir(spool.join(place)).unwrap() {
@@ -284,18 +361,20 @@ fn every_acknowledged_message_survives_kill_9() {
             }
         }
         assert!(segments > 0, "round {round}: no log segment");
-        committed.extend(
-            stored
-                .iter()
-                .filter(|(_, (recorded, actual))| recorded == actual)
-                .map(|(id, (recorded, _))| (id.clone(), recorded.clone())),
-        );
+        for (id, s) in &stored {
+            if s.recorded == s.actual {
+                committed.insert(id.clone(), s.recorded.clone());
+                if !s.inline {
+                    large_committed.insert(id.clone());
+                }
+            }
+        }
         for (id, sha) in acked.lock().unwrap().iter() {
-            let (recorded, actual) = stored
+            let s = stored
                 .get(id)
                 .unwrap_or_else(|| panic!("round {round}: acknowledged {id} lost"));
             assert_eq!(
-                (recorded, actual),
+                (&s.recorded, &s.actual),
                 (sha, sha),
                 "round {round}: acknowledged {id} corrupted"
             );
@@ -306,17 +385,17 @@ fn every_acknowledged_message_survives_kill_9() {
             .chain(std::fs::read_dir(spool.join("kept/data")).unwrap());
         for entry in data_files {
             let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-            let (recorded, actual) = stored.get(&name).unwrap_or_else(|| {
+            let s = stored.get(&name).unwrap_or_else(|| {
                 panic!("round {round}: uncommitted file {name} left in the spool")
             });
-            assert_eq!(recorded, actual, "round {round}: {name}");
+            assert_eq!(s.recorded, s.actual, "round {round}: {name}");
         }
         server.kill();
     }
     // Retiring segments must never strand an item: after a last start every acknowledged
     // message reaches a settled state in the archive store.
     let acked_ids: Vec<String> = acked.lock().unwrap().keys().cloned().collect();
-    let (mut server, _) = start(&config);
+    let (mut server, _, _log) = start(&config, None);
     let mut unsettled = acked_ids.clone();
     let mut states = HashMap::new();
     for _ in 0..120 {
@@ -378,4 +457,13 @@ fn every_acknowledged_message_survives_kill_9() {
     eprintln!(
         "{acked} acknowledged messages survived {KILLS} kill -9 rounds; {kept} spool segments retired"
     );
+    let large = acked_ids
+        .iter()
+        .filter(|id| large_committed.contains(*id))
+        .count();
+    println!("large messages committed: {large}");
+    println!("torn tails cut: {torn_tails}");
+    println!("kills: {kills}");
+    assert!(large > 0, "no acknowledged message took the data-file path");
+    assert!(torn_tails > 0, "no kill left a torn tail to cut");
 }
