@@ -15,7 +15,10 @@ server only after what makes message ID survive a power loss had completed:
      after the archived content written before it was made durable: a syncfs that started
      after the last write to archive/pending/ and the last move out of it.
 
-Usage: sync-order.py --self-test | TRACE...   (strace -f -qq -s 256 -e trace=openat,close,write,writev,
+It also requires that the check proves something: every message sent was acknowledged
+(--expect N), at least one took the data-file path, and at least one segment retired.
+
+Usage: sync-order.py --self-test | [--expect N] TRACE...   (strace -f -qq -s 256 -e trace=openat,close,write,writev,
 pwrite64,fsync,fdatasync,syncfs,sendto,rename,renameat,renameat2 -o TRACE journal-server serve ...)
 Events are ordered by the line on which strace printed them: a whole line is one point in
 time; an "<unfinished ...>" line is the call's start and its "<... resumed>" line its end,
@@ -247,7 +250,7 @@ def self_test():
     print("sync order: checker self-test passed")
 
 
-def main(paths):
+def main(paths, expect=None):
     totals = [0, 0, 0, 0, 0]
     problems = []
     content_pending = False
@@ -261,14 +264,23 @@ def main(paths):
           f"{len(problems)} problems")
     for problem in problems[:20]:
         print("  " + problem)
-    if problems or not acked or not retired:
-        if not acked or not retired:
-            print("  nothing acknowledged or nothing retired: the check would prove nothing")
+    vacuous = []
+    if expect is not None and acked != expect:
+        vacuous.append(f"{acked} of the {expect} messages sent were acknowledged")
+    if not large:
+        vacuous.append("no acknowledged message took the data-file path")
+    if not retired:
+        vacuous.append("no segment retired")
+    for reason in vacuous:
+        print(f"  {reason}: the check would prove less than it says")
+    if problems or vacuous:
         sys.exit(1)
 
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--self-test"]:
         self_test()
+    elif sys.argv[1:2] == ["--expect"]:
+        main(sys.argv[3:], int(sys.argv[2]))
     else:
         main(sys.argv[1:])

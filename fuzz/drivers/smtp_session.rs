@@ -1,9 +1,15 @@
 //! Arbitrary client bytes, split into arbitrary chunks and interleaved with arbitrary host
 //! decisions (TLS established, commit outcomes, timeouts, shutdown), through one session.
 //! Invariants: never panics; every reply line is CRLF-terminated, at most 512 octets, and
-//! starts with a three-digit code and ' ' or '-'; `250 … queued as` appears only after the
-//! host committed; a closed session writes nothing more; message data only flows between a
-//! MessageStart and its end.
+//! starts with a three-digit code and ' ' or '-'; `250 … queued as ID` appears only in the
+//! step where the host reported that commit, with the id it gave, once; a closed session
+//! writes nothing more; message data only flows between a MessageStart and its end.
+//!
+//! With bit 2 of the first byte set, the input after the second byte is the content of one
+//! DATA transaction (fed in chunks of a size the second byte picks) after a valid envelope;
+//! then the framing invariant holds too: the message ends exactly at the first CRLF.CRLF
+//! (the data starts at a line start), and the bytes handed to the host are the content up to
+//! there with one leading dot removed from each line that starts after a CRLF.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -45,6 +51,91 @@ fn check_output(out: &[u8]) {
     }
 }
 
+/// The content a DATA transaction must hand over for `content` (what follows `DATA\r\n`):
+/// up to the first CRLF.CRLF, unstuffed; `None` when the content never ends. Written the
+/// plain way, byte by byte, to check the session's scanner against.
+fn unstuffed(content: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut line_start = true;
+    let mut i = 0;
+    while i < content.len() {
+        if line_start {
+            if content[i..].starts_with(b".\r\n") {
+                return Some(out);
+            }
+            if content[i] == b'.' {
+                i += 1;
+                line_start = false;
+                continue;
+            }
+        }
+        out.push(content[i]);
+        line_start = content[i] == b'\n'
+            && out.len() >= 2
+            && out[out.len() - 2] == b'\r'
+            && i >= 1
+            && content[i - 1] == b'\r';
+        i += 1;
+    }
+    None
+}
+
+/// One DATA transaction with fuzzed content: the framing invariant.
+fn run_data(config: SessionConfig, chunking: u8, content: &[u8]) {
+    let mut s = Session::new(Arc::new(config), policy(), "127.0.0.1".parse().expect("ip"));
+    let envelope =
+        b"EHLO fuzz.example\r\nMAIL FROM:<>\r\nRCPT TO:<open@journal.contoso.com>\r\nDATA\r\n";
+    let mut data = Vec::new();
+    let (mut completed, mut aborted) = (false, false);
+    let mut drain = |s: &mut Session, completed: &mut bool, aborted: &mut bool| {
+        check_output(&s.take_output());
+        while let Some(event) = s.poll_event() {
+            match event {
+                Event::MessageData(bytes) => data.extend_from_slice(&bytes),
+                Event::MessageComplete { .. } => *completed = true,
+                Event::MessageAborted(_) => *aborted = true,
+                _ => {}
+            }
+        }
+    };
+    assert_eq!(
+        s.feed(envelope),
+        envelope.len(),
+        "the envelope is taken whole"
+    );
+    drain(&mut s, &mut completed, &mut aborted);
+    let size = usize::from(chunking % 64) + 1;
+    for chunk in content.chunks(size) {
+        if completed || aborted {
+            break;
+        }
+        s.feed(chunk);
+        drain(&mut s, &mut completed, &mut aborted);
+    }
+    if aborted {
+        return; // refused (too large, bare line endings): nothing is handed over as a message
+    }
+    let expected = unstuffed(content);
+    assert_eq!(
+        completed,
+        expected.is_some(),
+        "the message ended elsewhere than at the first CRLF.CRLF"
+    );
+    if let Some(expected) = expected {
+        assert!(
+            data == expected,
+            "the content handed over is not the unstuffed data"
+        );
+        s.committed("Q1");
+        let out = s.take_output();
+        check_output(&out);
+        assert!(
+            out.windows(26).any(|w| w == b"250 2.0.0 Ok: queued as Q1"),
+            "no 250 for the commit"
+        );
+    }
+}
+
 /// Runs one fuzz input; panics when an invariant breaks.
 pub(crate) fn run(data: &[u8]) {
     let Some((&flags, mut rest)) = data.split_first() else {
@@ -57,6 +148,12 @@ pub(crate) fn run(data: &[u8]) {
         max_pending_input: 1024,
         ..SessionConfig::default()
     };
+    if flags & 4 != 0 {
+        if let Some((&chunking, content)) = rest.split_first() {
+            run_data(config, chunking, content);
+        }
+        return;
+    }
     let mut s = Session::new(Arc::new(config), policy(), "127.0.0.1".parse().expect("ip"));
     let mut awaiting_commit = false;
     let mut in_message = false;
@@ -64,6 +161,7 @@ pub(crate) fn run(data: &[u8]) {
     let mut closed_seen = false;
     while let Some((&op, tail)) = rest.split_first() {
         rest = tail;
+        let mut reported = None;
         match op % 8 {
             0..=3 => {
                 let len = (op as usize / 8 + 1).min(rest.len());
@@ -83,7 +181,10 @@ pub(crate) fn run(data: &[u8]) {
                 committed += 1;
                 awaiting_commit = false;
                 match op / 8 % 3 {
-                    0 => s.committed(&format!("Q{committed}")),
+                    0 => {
+                        s.committed(&format!("Q{committed}"));
+                        reported = Some(committed);
+                    }
                     1 => s.commit_failed(),
                     _ => s.storage_full(),
                 }
@@ -97,8 +198,19 @@ pub(crate) fn run(data: &[u8]) {
             assert!(out.is_empty(), "output after close");
         }
         check_output(&out);
-        let queued = out.windows(12).filter(|w| w == b"queued as Q").count();
-        assert!(queued <= 1);
+        let queued = out.windows(10).filter(|w| w == b"queued as ").count();
+        match reported {
+            // The reply to this commit, with its id (a closed session says nothing).
+            Some(n) => {
+                let line = format!("250 2.0.0 Ok: queued as Q{n}\r\n");
+                assert!(queued <= 1, "more than one 250 for one commit");
+                assert!(
+                    queued == 0 || out.windows(line.len()).any(|w| w == line.as_bytes()),
+                    "a 250 with another id than the host's"
+                );
+            }
+            None => assert_eq!(queued, 0, "`queued as` before the host reported a commit"),
+        }
         while let Some(event) = s.poll_event() {
             match event {
                 Event::MessageStart(_) => {

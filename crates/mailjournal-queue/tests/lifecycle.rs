@@ -257,14 +257,18 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (0u64..20, 0u32..5, any::<bool>()).prop_map(|(delay_min, attempts, dedup)| Op::Enqueue { delay_min, attempts, dedup }),
         5 => (0u64..900).prop_map(|secs| Op::Advance { secs }),
+        // Past the 30-day maximum age: items waiting then expire.
+        1 => Just(Op::Advance { secs: 31 * 86_400 }),
         1 => Just(Op::Restart),
     ]
 }
 
 /// Runs the ops against a queue, answering every action at once with `answers` (cycled:
 /// `Some(k)` = found archived item k, `None` = not found). With `restarts`, the queue is
-/// snapshotted, serialised and restored at each `Restart`. Checks the per-step invariants
-/// and returns the final snapshot.
+/// snapshotted, serialised and restored at each `Restart`. Checks the per-step invariants,
+/// then that every item made exactly the attempts its path allows: all of its configured
+/// ones when archived as new, up to the one that found a match when merged, and fewer or as
+/// many when it expired. Returns the final snapshot.
 fn run(ops: &[Op], answers: &[Option<u64>], restarts: bool) -> Snapshot {
     let mut q = Queue::new(QueueParams::default());
     let mut now = T0;
@@ -274,6 +278,9 @@ fn run(ops: &[Op], answers: &[Option<u64>], restarts: bool) -> Snapshot {
     // Due actions are taken in rounds of a size that varies between cases (poll_at_most),
     // down to one at a time.
     let round = 1 + answers.len() % 4;
+    // Match attempts the queue asked for, per item, and the attempt that found a match.
+    let mut asked: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
+    let mut found_at: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
     let mut drive = |q: &mut Queue, now: Timestamp| {
         let mut pending: Vec<Action> = q.poll_at_most(now, round);
         while let Some(action) = pending.pop().or_else(|| {
@@ -292,8 +299,13 @@ fn run(ops: &[Op], answers: &[Option<u64>], restarts: bool) -> Snapshot {
                         item.attempts <= t.delivery_wait_attempts.max(1),
                         "too many attempts"
                     );
+                    let made = asked.entry(id.0).or_default();
+                    *made += 1;
                     let result = match answer.next().copied().flatten() {
-                        Some(k) => MatchResult::Found(ItemId(10_000 + k)),
+                        Some(k) => {
+                            found_at.entry(id.0).or_insert(*made);
+                            MatchResult::Found(ItemId(10_000 + k))
+                        }
                         None => MatchResult::NotFound,
                     };
                     pending.extend(q.on_match_result(id, result, now).unwrap());
@@ -348,9 +360,21 @@ fn run(ops: &[Op], answers: &[Option<u64>], restarts: bool) -> Snapshot {
     assert_eq!(snapshot.items.len(), next_id as usize);
     for item in &snapshot.items {
         assert!(item.state.is_terminal(), "{:?} did not finish", item);
-        let t = timings[&item.meta.id.0];
-        assert!(item.attempts <= t.delivery_wait_attempts.max(1));
-        assert!(item.attempts >= 1 || item.state == ItemState::Expired);
+        let id = item.meta.id.0;
+        let configured = timings[&id].delivery_wait_attempts.max(1);
+        let made = asked.get(&id).copied().unwrap_or(0);
+        assert_eq!(item.attempts, made, "{item:?}: attempts counted");
+        match &item.state {
+            ItemState::Archived => {
+                assert_eq!(made, configured, "{item:?}: archived as new");
+                assert!(!found_at.contains_key(&id), "{item:?}: a match was found");
+            }
+            ItemState::Merged { .. } => {
+                assert_eq!(Some(&made), found_at.get(&id), "{item:?}: merged")
+            }
+            ItemState::Expired => assert!(made <= configured, "{item:?}: expired"),
+            other => panic!("{item:?}: unexpected end state {other:?}"),
+        }
     }
     snapshot
 }

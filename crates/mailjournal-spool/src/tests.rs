@@ -2,6 +2,7 @@
 //! below it (as a server's data directory holds it).
 
 use super::*;
+use frame::FRAME_HEAD;
 use std::fs::OpenOptions;
 use std::io::Write;
 
@@ -271,14 +272,45 @@ fn template_log() -> &'static Template {
     })
 }
 
+/// Each frame of a log, in order: the id of its record and where the frame ends.
+fn frame_ends(log: &[u8]) -> Vec<(ItemId, usize)> {
+    let mut frames = Vec::new();
+    let mut pos = 0;
+    while pos + FRAME_HEAD <= log.len() {
+        let json = frame::u32_at(log, pos) as usize;
+        let data = frame::u32_at(log, pos + 4) as usize;
+        let record: Record =
+            serde_json::from_slice(&log[pos + FRAME_HEAD..pos + FRAME_HEAD + json]).unwrap();
+        pos += FRAME_HEAD + json + data;
+        frames.push((record.id, pos));
+    }
+    frames
+}
+
+#[test]
+fn an_undamaged_log_is_handed_over_whole() {
+    let (log, messages) = template_log();
+    let dir = temp_dir("undamaged");
+    fs::create_dir_all(dir.join("spool/log")).unwrap();
+    fs::write(first_segment(&dir), log).unwrap();
+    let (_spool, recovery, records) = open(&dir);
+    let frames = frame_ends(log);
+    assert_eq!(frames.len(), messages.len());
+    assert_eq!(
+        records.iter().map(|r| r.id).collect::<Vec<_>>(),
+        frames.iter().map(|f| f.0).collect::<Vec<_>>()
+    );
+    assert_eq!(recovery.committed, messages.len() as u64);
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
     /// Whatever happened to the log (bytes changed, a tail cut, garbage appended),
-    /// recovery does not panic, hands over only records that were committed, each with
-    /// exactly its bytes, and leaves a log that recovers the same way again with nothing
-    /// more to cut.
+    /// recovery does not panic, hands over every record that ends before the first damaged
+    /// byte (in commit order), nothing but records that were committed, each with exactly its
+    /// bytes, and leaves a log that recovers the same way again with nothing more to cut.
     #[test]
-    fn recovery_hands_over_only_intact_committed_records(
+    fn recovery_hands_over_every_intact_record_and_only_those(
         changes in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()), 0..6),
         keep in proptest::prelude::any::<proptest::sample::Index>(),
         garbage in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
@@ -290,7 +322,18 @@ proptest::proptest! {
             damaged[at] = byte;
         }
         damaged.truncate(keep.index(damaged.len() + 1));
+        // The first byte that is not what was committed: every frame before it is intact.
+        let first_damage = log
+            .iter()
+            .zip(&damaged)
+            .position(|(a, b)| a != b)
+            .unwrap_or(damaged.len());
         damaged.extend_from_slice(&garbage);
+        let undamaged: Vec<ItemId> = frame_ends(log)
+            .into_iter()
+            .filter(|&(_, end)| end <= first_damage)
+            .map(|(id, _)| id)
+            .collect();
         let dir = temp_dir("damaged");
         fs::create_dir_all(dir.join("spool/data")).unwrap();
         // Written where logs were before segments: opening moves it to segment 0.
@@ -305,9 +348,15 @@ proptest::proptest! {
             let bytes = read_data(&dir, record.id, record.location.log_offset).unwrap();
             proptest::prop_assert_eq!(Some(&bytes), expected);
         }
+        let ids = |rs: &[Record]| rs.iter().map(|r| r.id).collect::<Vec<_>>();
+        let handed = ids(&first);
+        proptest::prop_assert_eq!(
+            &handed[..undamaged.len().min(handed.len())],
+            &undamaged[..],
+            "an intact record before the damage was not handed over"
+        );
         let (_spool, again, records) = open(&dir);
         proptest::prop_assert_eq!(again.truncated_bytes, 0);
-        let ids = |rs: &[Record]| rs.iter().map(|r| r.id).collect::<Vec<_>>();
         proptest::prop_assert_eq!(ids(&records), ids(&first));
         let _ = fs::remove_dir_all(&dir);
     }
