@@ -1,8 +1,9 @@
 //! Driver for `spool_recovery`. A log segment of a few committed records (written by the
 //! spool itself, once) is cut at a point the input chooses and the rest of the input written
 //! after it: a torn write, disk damage or anyone with access to the disk could leave that.
-//! The input is `[at: u16 little-endian][bytes...]`; the log is the template's first
-//! `at % (len + 1)` bytes followed by `bytes`.
+//! The input is `[at: u16 little-endian][bytes...]`; the log is the template's first `at`
+//! bytes (all of it when `at` is past its end, or the input shorter than two bytes) followed
+//! by `bytes`.
 //!
 //! Invariants, two-sided: recovery never panics and fails only on IO, never on content;
 //! every record whose frame ends before the cut is handed over, in commit order (so a
@@ -77,7 +78,7 @@ pub(crate) fn run(data: &[u8]) {
         [a, b, rest @ ..] => (usize::from(u16::from_le_bytes([*a, *b])), rest),
         _ => (usize::MAX, &[][..]),
     };
-    let at = at % (template.log.len() + 1);
+    let at = at.min(template.log.len());
     let mut log = template.log[..at].to_vec();
     log.extend_from_slice(rest);
 

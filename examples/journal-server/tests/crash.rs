@@ -220,9 +220,14 @@ fn read_segment(log: &[u8], spool: &Path, stored: &mut HashMap<String, Stored>) 
     while pos + 12 <= log.len() {
         let json_len = u32::from_le_bytes(log[pos..pos + 4].try_into().unwrap()) as usize;
         let data_len = u32::from_le_bytes(log[pos + 4..pos + 8].try_into().unwrap()) as usize;
-        let json = &log[pos + 12..pos + 12 + json_len];
-        let data = &log[pos + 12 + json_len..pos + 12 + json_len + data_len];
-        let record: serde_json::Value = serde_json::from_slice(json).unwrap();
+        // A frame that does not fit is a torn tail: the caller reports where the whole ones end.
+        let Some(frame) = log.get(pos + 12..pos + 12 + json_len + data_len) else {
+            break;
+        };
+        let (json, data) = frame.split_at(json_len);
+        let Ok(record) = serde_json::from_slice::<serde_json::Value>(json) else {
+            break;
+        };
         let id = record["id"].as_str().unwrap().to_owned();
         let actual = if record["inline_data"] == true {
             hex(&Sha256::digest(data))
