@@ -2,7 +2,7 @@
 //! under `DATA_DIR/archive/`, named by their hash.
 //!
 //! Content becomes durable in batches, not one file at a time: a new content file goes to
-//! `archive/pending/`, unsynced, and [`ContentStore::make_durable`] syncs everything pending
+//! `archive/pending/`, unsynced, and [`ContentStore::make_durable`](crate::ContentStore::make_durable) syncs everything pending
 //! at once and moves it to `archive/<first two hex digits>/`. Until then the spool segment
 //! holding the message is the durable copy, and it is retired only after that call (as the
 //! database's own state is made durable only then). After a crash, whatever is in `pending/`

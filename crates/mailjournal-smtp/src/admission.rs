@@ -2,6 +2,26 @@
 //! over TLS or not, with which credentials. The session asks through [`Admission`]; the
 //! compiled journal definitions ([`Policy`]) answer it, and a host with rules of its own
 //! implements it instead.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use mailjournal_definition::{Policy, provision};
+//! use mailjournal_smtp::{Admission, RecipientKind, Session, SessionConfig};
+//!
+//! let config = provision::starter_config("contoso.com").unwrap();
+//! let (policy, _) = Policy::from_config(&config).unwrap();
+//! assert_eq!(policy.recipient("journaling@journal.contoso.com"), RecipientKind::Journal(0));
+//! assert_eq!(policy.recipient("bob@fabrikam.com"), RecipientKind::Relay);
+//!
+//! // The session takes any admission rules: here the compiled definitions.
+//! let admission: Arc<dyn Admission> = Arc::new(policy);
+//! let mut session = Session::new(
+//!     Arc::new(SessionConfig::default()),
+//!     admission,
+//!     "203.0.113.9".parse().unwrap(),
+//! );
+//! assert!(session.take_output().starts_with(b"220 "));
+//! ```
 
 use std::net::IpAddr;
 

@@ -618,3 +618,35 @@ fn a_writer_dropped_before_its_commit_leaves_no_data_file() {
     drop(w);
     assert!(!file.exists());
 }
+
+/// A clock a test sets.
+#[derive(Debug)]
+struct FixedClock(std::sync::atomic::AtomicU64);
+
+impl Clock for FixedClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+#[test]
+fn queue_ids_take_their_time_from_the_clock_given_and_never_go_back() {
+    let dir = temp_dir("clock");
+    let clock = Arc::new(FixedClock(std::sync::atomic::AtomicU64::new(1_000)));
+    let options = SpoolOptions {
+        clock: clock.clone(),
+        ..SpoolOptions::default()
+    };
+    let (spool, _, _) = open_with(&dir, options);
+    assert_eq!(spool.begin().id(), ItemId(1_000 << 20));
+    assert_eq!(
+        spool.begin().id(),
+        ItemId((1_000 << 20) + 1),
+        "same millisecond"
+    );
+    clock.0.store(5_000, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(spool.begin().id(), ItemId(5_000 << 20));
+    // Set back: ids go on from the last one handed out.
+    clock.0.store(10, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(spool.begin().id(), ItemId((5_000 << 20) + 1));
+}
