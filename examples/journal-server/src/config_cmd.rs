@@ -30,15 +30,40 @@ pub(crate) struct PlanArgs {
     ndr_to: String,
 }
 
+/// Why a configuration file could not be loaded (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LoadError {
+    /// The file could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not TOML (or JSON) of the configuration's shape; the error carries line and column.
+    #[error("{}:{source}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: ConfigError,
+    },
+}
+
 /// Reads a configuration file: TOML, or JSON when the name ends in `.json`.
-pub(crate) fn load(path: &Path) -> Result<Config, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let parsed: Result<Config, ConfigError> = if path.extension().is_some_and(|e| e == "json") {
+pub(crate) fn load(path: &Path) -> Result<Config, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let parsed = if path.extension().is_some_and(|e| e == "json") {
         Config::from_json(&text)
     } else {
         Config::from_toml(&text)
     };
-    parsed.map_err(|e| format!("{}:{e}", path.display()))
+    parsed.map_err(|source| LoadError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 pub(crate) fn check_config(path: &Path) -> ExitCode {
