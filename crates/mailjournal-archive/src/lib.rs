@@ -164,6 +164,8 @@ pub struct Archival {
     pub subject: Option<String>,
     /// The original's sender.
     pub sender: Option<String>,
+    /// Whom the sender sent for (the envelope's `On-Behalf-Of:`), if anyone.
+    pub on_behalf_of: Option<String>,
     /// `envelope` or `eml`.
     pub format: String,
     /// The hash of the archived form (`None` while only matching, before the content is read).
@@ -172,6 +174,79 @@ pub struct Archival {
     pub recipients: Vec<ArchivedRecipient>,
     /// The internal mailboxes it is archived for.
     pub mailboxes: Vec<String>,
+}
+
+/// One recipient line of an archived message, with the report it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecipient {
+    /// The line itself.
+    pub recipient: ArchivedRecipient,
+    /// The queue id of the report that named it.
+    pub report: ItemId,
+}
+
+/// One report (journal item) merged into an archived message, the first included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Its queue id.
+    pub id: ItemId,
+    /// Its state (`archived` for the first, `merged` for the others).
+    pub state: StateName,
+    /// Its journal definition's description.
+    pub definition: String,
+    /// When it was accepted.
+    pub received_at: Timestamp,
+}
+
+/// An archived message as the archive knows it: who sent it, who received it (every
+/// envelope recipient of every report merged into it, Bcc and expanded-group members
+/// included), and where its archived form is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivedMessage {
+    /// Its id: the queue id of the first report archived for it.
+    pub id: ItemId,
+    /// The original's sender.
+    pub sender: Option<String>,
+    /// Whom the sender sent for, if anyone.
+    pub on_behalf_of: Option<String>,
+    /// The original's subject.
+    pub subject: Option<String>,
+    /// The original's Message-ID.
+    pub message_id: Option<String>,
+    /// The original's sent date.
+    pub sent_date: Option<String>,
+    /// `envelope` or `eml`.
+    pub format: String,
+    /// The hash of its archived form.
+    pub content: ContentHash,
+    /// When its first report was accepted.
+    pub received_at: Timestamp,
+    /// When it was archived.
+    pub archived_at: Timestamp,
+    /// Every recipient line, in the order they were archived.
+    pub recipients: Vec<MessageRecipient>,
+    /// The internal mailboxes it is archived for.
+    pub mailboxes: Vec<String>,
+    /// The reports merged into it, the first one first.
+    pub reports: Vec<Report>,
+}
+
+/// What [`find`](embedded::Reader::find) looks for: every criterion given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    /// A recipient: an envelope recipient of any report (Bcc included), an expanded group, or
+    /// an internal mailbox the message is archived for. Compared without regard to case.
+    pub recipient: Option<String>,
+    /// The original's sender (without regard to case).
+    pub sender: Option<String>,
+    /// The original's Message-ID (without angle brackets).
+    pub message_id: Option<String>,
+    /// Accepted at or after this.
+    pub since: Option<Timestamp>,
+    /// Accepted before this.
+    pub until: Option<Timestamp>,
+    /// At most this many, newest first (`None`: every one).
+    pub limit: Option<usize>,
 }
 
 /// One configured journal definition, as the index keeps it for the service status.

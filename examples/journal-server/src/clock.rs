@@ -25,6 +25,70 @@ pub(crate) fn rfc3339(t: Timestamp) -> String {
     )
 }
 
+/// `Tue Dec  1 20:12:48 2026`: the date of an mbox `From ` line (asctime, UTC).
+pub(crate) fn asctime(t: Timestamp) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let text = rfc3339(t);
+    let field = |range: std::ops::Range<usize>| text.get(range).unwrap_or("0");
+    let month: usize = field(5..7).parse().unwrap_or(1);
+    let day: u32 = field(8..10).parse().unwrap_or(1);
+    format!(
+        "{} {} {day:>2} {} {}",
+        DAYS[(t.0 / 86_400_000 % 7) as usize],
+        MONTHS[month.clamp(1, 12) - 1],
+        field(11..19),
+        field(0..4)
+    )
+}
+
+/// Parses an instant given on the command line: `2026-12-01`, `2026-12-01T10:00:00` or
+/// `2026-12-01T10:00:00Z` (UTC). `None` when it is not one of those.
+pub(crate) fn parse_instant(text: &str) -> Option<Timestamp> {
+    let text = text.strip_suffix('Z').unwrap_or(text);
+    let (date, time) = text.split_once('T').unwrap_or((text, "00:00:00"));
+    let number = |s: &str, len: usize| {
+        (s.len() == len && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<i64>().ok())
+            .flatten()
+    };
+    let mut d = date.split('-');
+    let (year, month, day) = (
+        number(d.next()?, 4)?,
+        number(d.next()?, 2)?,
+        number(d.next()?, 2)?,
+    );
+    let mut t = time.split(':');
+    let (hour, minute, second) = (
+        number(t.next()?, 2)?,
+        number(t.next()?, 2)?,
+        number(t.next()?, 2)?,
+    );
+    if d.next().is_some()
+        || t.next().is_some()
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+        || year < 1970
+    {
+        return None;
+    }
+    // Days since 1970-01-01 from the civil date (Howard Hinnant's algorithm, inverted).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second;
+    u64::try_from(secs).ok().map(|s| Timestamp(s * 1000))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,5 +101,29 @@ mod tests {
             rfc3339(Timestamp(1_798_761_599_000)),
             "2026-12-31T23:59:59Z"
         );
+    }
+
+    #[test]
+    fn parses_what_it_formats_and_refuses_the_rest() {
+        for t in [0, 951_782_400_000, 1_798_761_599_000] {
+            assert_eq!(parse_instant(&rfc3339(Timestamp(t))), Some(Timestamp(t)));
+        }
+        assert_eq!(
+            parse_instant("2000-02-29"),
+            Some(Timestamp(951_782_400_000))
+        );
+        assert_eq!(
+            asctime(Timestamp(1_796_155_968_000)),
+            "Tue Dec  1 20:12:48 2026"
+        );
+        for bad in [
+            "2026-13-01",
+            "2026-1-01",
+            "yesterday",
+            "2026-12-01T25:00:00",
+            "1969-12-31",
+        ] {
+            assert_eq!(parse_instant(bad), None, "{bad}");
+        }
     }
 }

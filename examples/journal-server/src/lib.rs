@@ -1,6 +1,7 @@
 //! `journal-server`: the reference journaling server and its operator commands. The binary
 //! is [`main`]; everything else is wiring of the `mailjournal` crates.
 
+mod archive_cmd;
 mod clock;
 mod config_cmd;
 mod inspect;
@@ -45,6 +46,51 @@ enum Command {
         /// The bytes exactly as the client transmitted them (after dot-unstuffing).
         #[arg(long)]
         as_received: bool,
+    },
+    /// One archived message as the archive knows it: every envelope recipient (Bcc included)
+    /// of every report merged into it. Exit 1 when the id is unknown or not archived.
+    Show {
+        /// The server's data directory.
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// A queue id (a merged report's id shows the message it was merged into).
+        id: String,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The archived messages an address sent or received (Bcc and expanded groups included),
+    /// newest first.
+    Find {
+        /// The server's data directory.
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        #[command(flatten)]
+        filters: archive_cmd::Filters,
+        /// One JSON object a line instead of text.
+        #[arg(long)]
+        json: bool,
+        /// At most this many (0: every one).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Archived forms as an mbox file or a directory of .eml files, oldest first.
+    Export {
+        /// The server's data directory.
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        #[command(flatten)]
+        filters: archive_cmd::Filters,
+        /// mbox (one file) or eml (a directory).
+        #[arg(long, value_enum)]
+        format: archive_cmd::ExportFormat,
+        /// The mbox file or the directory to write.
+        #[arg(long)]
+        output: std::path::PathBuf,
+        /// Put the envelope (sender, every recipient: Bcc included) before each message as
+        /// X-Mailjournal-Envelope-* header fields. Off by default.
+        #[arg(long)]
+        with_envelope: bool,
     },
     /// Retry a failed item (its state must be `failed`); the running server picks it up
     /// within seconds, or the next start does. Exit 1 when the id is unknown or not failed.
@@ -100,6 +146,20 @@ pub fn main() -> ExitCode {
             as_received,
         } => status::get(&data_dir, &id, as_received),
         Command::Retry { data_dir, id } => status::retry(&data_dir, &id),
+        Command::Show { data_dir, id, json } => archive_cmd::show(&data_dir, &id, json),
+        Command::Find {
+            data_dir,
+            filters,
+            json,
+            limit,
+        } => archive_cmd::find(&data_dir, &filters, json, limit),
+        Command::Export {
+            data_dir,
+            filters,
+            format,
+            output,
+            with_envelope,
+        } => archive_cmd::export(&data_dir, &filters, format, &output, with_envelope),
         Command::CheckConfig { file } => config_cmd::check_config(&file),
         Command::Init { domain } => config_cmd::init(&domain),
         Command::M365Plan(args) => config_cmd::m365_plan(&args),

@@ -62,6 +62,16 @@ pub(crate) fn read_from(dir: &Path, hash: &ContentHash) -> io::Result<Vec<u8>> {
     }
 }
 
+/// The size of the stored content with this hash, pending or durable.
+pub(crate) fn len_of(dir: &Path, hash: &ContentHash) -> io::Result<u64> {
+    match fs::metadata(pending_dir(dir).join(hash.to_string())) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Ok(fs::metadata(durable_path(dir, hash))?.len())
+        }
+        found => Ok(found?.len()),
+    }
+}
+
 /// After a crash, pending content may be missing, short or garbage (it was never synced):
 /// keeps what matches its name, removes the rest. Returns the bytes kept.
 fn check_pending(pending: &Path) -> io::Result<u64> {

@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS archived (
     sender TEXT,
     format TEXT NOT NULL,
     content_sha256 TEXT NOT NULL,
-    archived_at INTEGER NOT NULL
+    archived_at INTEGER NOT NULL,
+    on_behalf_of TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS archived_dedup ON archived(message_id, sent_date) WHERE message_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS archived_recipients (
@@ -61,6 +62,16 @@ CREATE TABLE IF NOT EXISTS mailboxes (
     mailbox TEXT NOT NULL,
     PRIMARY KEY (archived_id, mailbox)
 );
+-- `find`: who received what, answered from indexes (addresses without regard to case), never
+-- by a scan of the archive.
+CREATE INDEX IF NOT EXISTS archived_recipients_address
+    ON archived_recipients(address COLLATE NOCASE, archived_id);
+CREATE INDEX IF NOT EXISTS archived_recipients_expanded
+    ON archived_recipients(expanded COLLATE NOCASE, archived_id) WHERE expanded IS NOT NULL;
+CREATE INDEX IF NOT EXISTS mailboxes_mailbox ON mailboxes(mailbox COLLATE NOCASE, archived_id);
+CREATE INDEX IF NOT EXISTS archived_sender ON archived(sender COLLATE NOCASE);
+CREATE INDEX IF NOT EXISTS archived_message_id ON archived(message_id);
+CREATE INDEX IF NOT EXISTS items_merged_into ON items(merged_into) WHERE merged_into IS NOT NULL;
 -- Spool log segments retired (start-up no longer reads them), and when.
 CREATE TABLE IF NOT EXISTS spool_retired (
     segment INTEGER PRIMARY KEY,
@@ -119,6 +130,12 @@ fn migrate(db: &Connection) -> rusqlite::Result<()> {
         .exists([])?;
     if !has_log_offset {
         db.execute_batch("ALTER TABLE items ADD COLUMN log_offset INTEGER")?;
+    }
+    let has_on_behalf_of = db
+        .prepare("SELECT 1 FROM pragma_table_info('archived') WHERE name = 'on_behalf_of'")?
+        .exists([])?;
+    if !has_on_behalf_of {
+        db.execute_batch("ALTER TABLE archived ADD COLUMN on_behalf_of TEXT")?;
     }
     if !keeps_item_counts(db)? {
         // Counted once, here; the triggers keep the counts from then on.
@@ -375,9 +392,9 @@ impl ArchiveIndex for SqliteIndex {
             Some(target) => (target, StateName::Merged),
             None => {
                 tx.prepare_cached(
-                    "INSERT INTO archived (id, message_id, sent_date, subject, sender, format, content_sha256, archived_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    "INSERT INTO archived (id, message_id, sent_date, subject, sender, format, content_sha256, archived_at, on_behalf_of) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?
-                .execute(params![item.to_string(), archival.message_id, archival.sent_date, archival.subject, archival.sender, archival.format, hash_text(archival).unwrap_or_default(), at.0 as i64])?;
+                .execute(params![item.to_string(), archival.message_id, archival.sent_date, archival.subject, archival.sender, archival.format, hash_text(archival).unwrap_or_default(), at.0 as i64, archival.on_behalf_of])?;
                 (item, StateName::Archived)
             }
         };

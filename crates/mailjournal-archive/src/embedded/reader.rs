@@ -9,7 +9,10 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::content;
 use super::index::{item_content, item_id, keeps_item_counts, settled_sql, state_name};
-use crate::ArchiveResult;
+use crate::{
+    ArchiveError, ArchiveResult, ArchivedMessage, ArchivedRecipient, MessageRecipient, Query,
+    Report,
+};
 
 /// One connector as the index last recorded it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,10 +184,208 @@ impl Reader {
             .transpose()
     }
 
+    /// The archived message that item `id` is part of: its own if it was archived as new, the
+    /// one it was merged into if it was merged; `None` when the item is not (yet) archived.
+    pub fn message(&self, id: ItemId) -> ArchiveResult<Option<ArchivedMessage>> {
+        let target: Option<Option<String>> = self
+            .db
+            .query_row(
+                "SELECT CASE WHEN state = 'merged' THEN merged_into ELSE id END FROM items WHERE id = ?1 AND state IN ('archived', 'merged')",
+                [id.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(Some(target)) = target else {
+            return Ok(None);
+        };
+        type Row = (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            String,
+            String,
+            i64,
+            i64,
+        );
+        let row: Option<Row> = self
+            .db
+            .query_row(
+                "SELECT a.sender, a.on_behalf_of, a.subject, a.message_id, a.sent_date, a.format, a.content_sha256, a.archived_at, COALESCE(i.received_at, a.archived_at)
+                 FROM archived a LEFT JOIN items i ON i.id = a.id WHERE a.id = ?1",
+                [&target],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((
+            sender,
+            on_behalf_of,
+            subject,
+            message_id,
+            sent_date,
+            format,
+            hash,
+            archived,
+            received,
+        )) = row
+        else {
+            return Ok(None);
+        };
+        let content = item_content(Some(hash))?.ok_or_else(|| ArchiveError::Invalid {
+            what: "content hash",
+            value: String::new(),
+        })?;
+        let mut stmt = self.db.prepare_cached(
+            "SELECT address, field, expanded, forwarded, source_item FROM archived_recipients WHERE archived_id = ?1 ORDER BY rowid",
+        )?;
+        let recipients = stmt
+            .query_map([&target], |r| {
+                Ok((
+                    ArchivedRecipient {
+                        address: r.get(0)?,
+                        field: r.get(1)?,
+                        expanded: r.get(2)?,
+                        forwarded: r.get(3)?,
+                    },
+                    r.get::<_, String>(4)?,
+                ))
+            })?
+            .map(|row| {
+                let (recipient, report) = row?;
+                Ok(MessageRecipient {
+                    recipient,
+                    report: item_id(report)?,
+                })
+            })
+            .collect::<ArchiveResult<Vec<_>>>()?;
+        let mut stmt = self.db.prepare_cached(
+            "SELECT mailbox FROM mailboxes WHERE archived_id = ?1 ORDER BY mailbox",
+        )?;
+        let mailboxes = stmt
+            .query_map([&target], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        let mut stmt = self.db.prepare_cached(
+            "SELECT id, state, definition, received_at FROM items WHERE id = ?1 OR merged_into = ?1 ORDER BY id = ?1 DESC, received_at, id",
+        )?;
+        let reports = stmt
+            .query_map([&target], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?
+            .map(|row| {
+                let (id, state, definition, received) = row?;
+                Ok(Report {
+                    id: item_id(id)?,
+                    state: state_name(state)?,
+                    definition,
+                    received_at: Timestamp(received as u64),
+                })
+            })
+            .collect::<ArchiveResult<Vec<_>>>()?;
+        Ok(Some(ArchivedMessage {
+            id: item_id(target)?,
+            sender,
+            on_behalf_of,
+            subject,
+            message_id,
+            sent_date,
+            format,
+            content,
+            received_at: Timestamp(received as u64),
+            archived_at: Timestamp(archived as u64),
+            recipients,
+            mailboxes,
+            reports,
+        }))
+    }
+
+    /// The archived messages that meet every criterion of `query`, newest first, answered
+    /// from the index (each criterion has one).
+    pub fn find(&self, query: &Query) -> ArchiveResult<Vec<ItemId>> {
+        let (sql, values) = find_sql(query);
+        let mut stmt = self.db.prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(values), |r| {
+            r.get::<_, String>(0)
+        })?;
+        rows.map(|id| item_id(id?)).collect()
+    }
+
+    /// The size of the stored content with this hash.
+    pub fn content_len(&self, hash: &ContentHash) -> ArchiveResult<u64> {
+        Ok(content::len_of(&self.content_dir, hash)?)
+    }
+
     /// The stored content with this hash (pending or durable).
     pub fn content(&self, hash: &ContentHash) -> ArchiveResult<Vec<u8>> {
         Ok(content::read_from(&self.content_dir, hash)?)
     }
+}
+
+/// The statement of [`Reader::find`] for `query`, and its parameters: only the criteria given,
+/// so that each is answered from its index.
+pub(super) fn find_sql(query: &Query) -> (String, Vec<rusqlite::types::Value>) {
+    let mut conditions = Vec::new();
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    let mut bind = |value: rusqlite::types::Value| {
+        values.push(value);
+        format!("?{}", values.len())
+    };
+    if let Some(address) = &query.recipient {
+        let p = bind(address.clone().into());
+        conditions.push(format!(
+            "a.id IN (SELECT archived_id FROM archived_recipients WHERE address = {p} COLLATE NOCASE \
+             UNION SELECT archived_id FROM archived_recipients WHERE expanded = {p} COLLATE NOCASE \
+             UNION SELECT archived_id FROM mailboxes WHERE mailbox = {p} COLLATE NOCASE)"
+        ));
+    }
+    if let Some(sender) = &query.sender {
+        let p = bind(sender.clone().into());
+        conditions.push(format!("a.sender = {p} COLLATE NOCASE"));
+    }
+    if let Some(message_id) = &query.message_id {
+        let p = bind(message_id.clone().into());
+        conditions.push(format!("a.message_id = {p}"));
+    }
+    if let Some(since) = query.since {
+        let p = bind((since.0 as i64).into());
+        conditions.push(format!("i.received_at >= {p}"));
+    }
+    if let Some(until) = query.until {
+        let p = bind((until.0 as i64).into());
+        conditions.push(format!("i.received_at < {p}"));
+    }
+    let limit = bind(
+        query
+            .limit
+            .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX))
+            .into(),
+    );
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT a.id FROM archived a JOIN items i ON i.id = a.id {filter} ORDER BY i.received_at DESC, a.id DESC LIMIT {limit}"
+    );
+    (sql, values)
 }
 
 /// Marks a failed item of `data_dir`'s archive for retry; the running engine (or the next

@@ -117,7 +117,10 @@ fn a_database_from_before_the_log_offset_column_is_migrated() {
              state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, reason TEXT,
              merged_into TEXT, content_sha256 TEXT, updated_at INTEGER NOT NULL);
              INSERT INTO items (id, definition, sender, recipient, received_at, size, state, updated_at)
-             VALUES ('00000000000000AA', 'bench', '<>', 'j@x', 1, 10, 'waiting', 1);",
+             VALUES ('00000000000000AA', 'bench', '<>', 'j@x', 1, 10, 'waiting', 1);
+             CREATE TABLE archived (id TEXT PRIMARY KEY, message_id TEXT, sent_date TEXT,
+             subject TEXT, sender TEXT, format TEXT NOT NULL, content_sha256 TEXT NOT NULL,
+             archived_at INTEGER NOT NULL);",
         )
         .unwrap();
     }
@@ -127,6 +130,9 @@ fn a_database_from_before_the_log_offset_column_is_migrated() {
     assert_eq!(log_offset(&reader, 0xAA), Some(12));
     // Counts kept from then on start from what was there.
     assert_eq!(reader.counts().unwrap(), [(StateName::Waiting, 1)]);
+    // Archived messages gained their on-behalf-of column.
+    let db = Connection::open(dir.join("archive.sqlite3")).unwrap();
+    db.prepare("SELECT on_behalf_of FROM archived").unwrap();
     // Opening again does not try to add the column (or the counts) twice.
     drop(store);
     let store = index(&dir);
@@ -156,4 +162,47 @@ fn retry_takes_only_failed_items() {
     assert!(request_retry(&dir, ItemId(1)).unwrap());
     assert_eq!(store.retry_requests().unwrap(), [ItemId(1)]);
     assert!(!request_retry(&dir, ItemId(2)).unwrap(), "unknown");
+}
+
+/// The plan SQLite makes for `find`'s statement.
+fn plan(dir: &std::path::Path, query: &crate::Query) -> Vec<String> {
+    let (sql, values) = super::reader::find_sql(query);
+    let db = Connection::open(dir.join("archive.sqlite3")).unwrap();
+    let mut stmt = db.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    stmt.query_map(rusqlite::params_from_iter(values), |r| {
+        r.get::<_, String>(3)
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+#[test]
+fn find_is_answered_from_indexes_never_a_scan_of_the_archive() {
+    let dir = temp_dir("find-plan");
+    drop(index(&dir));
+    let by = |f: fn(&mut crate::Query)| {
+        let mut q = crate::Query {
+            limit: Some(100),
+            ..Default::default()
+        };
+        f(&mut q);
+        q
+    };
+    for query in [
+        by(|q| q.recipient = Some("legal@contoso.com".into())),
+        by(|q| q.sender = Some("alice@contoso.com".into())),
+        by(|q| q.message_id = Some("1@contoso.com".into())),
+        by(|q| {
+            q.recipient = Some("legal@contoso.com".into());
+            q.since = Some(Timestamp(1));
+        }),
+    ] {
+        let plan = plan(&dir, &query);
+        assert!(
+            plan.iter().all(|step| !step.starts_with("SCAN")),
+            "{query:?}: {plan:#?}"
+        );
+        assert!(plan.iter().any(|step| step.contains("USING")), "{plan:#?}");
+    }
 }

@@ -171,6 +171,9 @@ enum ItemError {
 }
 
 /// What parsing one item produced; `C` is how its archived form is held.
+// One lives per item being worked on, on the stack and moved once: boxing the archival would
+// only add an allocation per match attempt.
+#[allow(clippy::large_enum_variant)]
 enum Parsed<C = Content> {
     Drop {
         reason: &'static str,
@@ -976,6 +979,7 @@ fn classify(policy: &Policy, journal: &Journal, bytes: &[u8], with_content: bool
                 sent_date: ingested.sent_at().map(|t| t.to_string()),
                 subject: item.subject().map(str::to_owned),
                 sender: item.sender().map(str::to_owned),
+                on_behalf_of: item.on_behalf_of().map(str::to_owned),
                 format: item.format().as_str().to_owned(),
                 content: with_content.then(|| hash_of(archived)),
                 recipients: item
