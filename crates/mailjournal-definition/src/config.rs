@@ -10,6 +10,8 @@ use crate::{Directory, InternalDomain, JournalDefinition};
 pub const DEFAULT_MAX_MESSAGE_SIZE_BYTES: u64 = 150 * 1024 * 1024;
 /// Default cap on simultaneous connections.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 1000;
+/// Default space kept free on the data directory's file system: 256 MiB.
+pub const DEFAULT_FREE_SPACE_RESERVE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// The `[server]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +41,10 @@ pub struct ServerSettings {
     /// Most simultaneous connections.
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+    /// Bytes that must stay free on the data directory's file system: below that, mail is
+    /// answered `452 4.3.1` (the client tries again later) instead of filling the disk.
+    #[serde(default = "default_free_space_reserve")]
+    pub free_space_reserve_bytes: u64,
 }
 
 impl Default for ServerSettings {
@@ -52,6 +58,7 @@ impl Default for ServerSettings {
             authorized_outbound_ranges: Vec::new(),
             max_message_size_bytes: DEFAULT_MAX_MESSAGE_SIZE_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            free_space_reserve_bytes: DEFAULT_FREE_SPACE_RESERVE_BYTES,
         }
     }
 }
@@ -70,6 +77,9 @@ fn default_max_message_size() -> u64 {
 }
 fn default_max_connections() -> u32 {
     DEFAULT_MAX_CONNECTIONS
+}
+fn default_free_space_reserve() -> u64 {
+    DEFAULT_FREE_SPACE_RESERVE_BYTES
 }
 
 /// The whole configuration file.
@@ -170,6 +180,7 @@ tls_private_key = "key.pem"
 authorized_outbound_ranges = []        # CIDR; always allowed to send to every definition
 max_message_size_bytes = 157286400     # 150 MiB
 max_connections = 1000
+free_space_reserve_bytes = 268435456  # 256 MiB kept free: below it, 452 4.3.1
 
 [[internal_domain]]                    # Users & Groups | Internal Directories
 name = "example.com"

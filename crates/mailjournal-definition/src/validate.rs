@@ -304,6 +304,16 @@ impl Config {
                 "the default is 1000",
             );
         }
+        // Below one message's size a full disk is found by a failed write in the middle of
+        // a commit instead of a 452 before it.
+        if server.free_space_reserve_bytes < server.max_message_size_bytes.min(64 * 1024 * 1024) {
+            report.warning(
+                "server.free_space_reserve_bytes",
+                server.free_space_reserve_bytes.to_string(),
+                "smaller than a large message: the disk may fill in the middle of a message rather than be refused before it",
+                "268435456 (256 MiB, the default)",
+            );
+        }
     }
 
     /// Checks the internal domains; returns the valid ones, normalised.

@@ -650,3 +650,67 @@ fn queue_ids_take_their_time_from_the_clock_given_and_never_go_back() {
     clock.0.store(10, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(spool.begin().id(), ItemId((5_000 << 20) + 1));
 }
+
+/// A small tmpfs mounted for one test, unmounted when dropped; `None` where this process may
+/// not mount (not root), which the test then says.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(name: &str, megabytes: u64) -> Option<SmallFs> {
+        let dir = temp_dir(name);
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .is_ok_and(|out| out.status.success());
+        mounted.then_some(SmallFs(dir))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn free_bytes(dir: &Path) -> u64 {
+    let stat = rustix::fs::statvfs(dir).unwrap();
+    stat.f_bavail * stat.f_frsize
+}
+
+#[test]
+fn the_free_space_check_stops_about_one_message_below_the_reserve_not_a_second_of_traffic() {
+    let Some(fs) = SmallFs::mount("reserve", 48) else {
+        println!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    const RESERVE: u64 = 24 * 1024 * 1024;
+    const MESSAGE: usize = 512 * 1024;
+    let options = SpoolOptions {
+        reserve_bytes: RESERVE,
+        ..SpoolOptions::default()
+    };
+    let (spool, _, _) = open_with(&fs.0, options);
+    let body = vec![b'r'; MESSAGE];
+    let mut accepted = 0;
+    // As a session asks before MAIL: as fast as the file system takes it (well inside the
+    // 100 ms between looks at it).
+    while !spool.low_on_space() {
+        let mut w = spool.begin();
+        w.write(&body).unwrap();
+        spool.commit(w, envelope()).wait().unwrap();
+        accepted += 1;
+        assert!(accepted < 100, "never low on space");
+    }
+    let free = free_bytes(&fs.0);
+    assert!(
+        free + MESSAGE as u64 + 64 * 1024 >= RESERVE,
+        "{} KiB under the reserve after {accepted} messages",
+        (RESERVE - free) / 1024
+    );
+    assert!(
+        free < RESERVE + 2 * MESSAGE as u64,
+        "refused long before the reserve"
+    );
+    assert!(accepted >= 40, "{accepted}");
+}

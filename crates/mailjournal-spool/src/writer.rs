@@ -5,6 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use mailjournal_queue::{ContentHash, ItemId};
 use sha2::{Digest, Sha256};
@@ -31,6 +32,8 @@ pub struct SpoolWriter {
     size: u64,
     /// Counts this message among those the committer may wait for.
     receiving: Option<Receiving>,
+    /// The spool's count of bytes written (see `Spool::low_on_space`).
+    written: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for SpoolWriter {
@@ -68,7 +71,12 @@ impl Finished {
 }
 
 impl SpoolWriter {
-    pub(crate) fn new(id: ItemId, path: PathBuf, in_flight: &Arc<InFlight>) -> SpoolWriter {
+    pub(crate) fn new(
+        id: ItemId,
+        path: PathBuf,
+        in_flight: &Arc<InFlight>,
+        written: Arc<AtomicU64>,
+    ) -> SpoolWriter {
         SpoolWriter {
             id,
             path,
@@ -76,6 +84,7 @@ impl SpoolWriter {
             hasher: Sha256::new(),
             size: 0,
             receiving: Some(Receiving::start(in_flight)),
+            written,
         }
     }
 
@@ -93,6 +102,8 @@ impl SpoolWriter {
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.hasher.update(bytes);
         self.size += bytes.len() as u64;
+        self.written
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         match &mut self.sink {
             Some(Sink::Memory(buffer)) if buffer.len() + bytes.len() <= INLINE_LIMIT => {
                 buffer.extend_from_slice(bytes);

@@ -148,6 +148,7 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Serv
 
     let mut options = EngineOptions::new(&data_dir);
     options.attempt_interval = Duration::seconds(args.match_interval_seconds.max(1));
+    options.spool.reserve_bytes = config.server.free_space_reserve_bytes;
     if let Some(bytes) = args.spool_segment_bytes {
         options.spool.segment_bytes = bytes.max(1);
     }
