@@ -493,6 +493,47 @@ impl Queue {
         Ok(())
     }
 
+    /// The host could not record what became of an item (its archive store failed, or a
+    /// transaction holding the outcome was lost): whatever its state, the item starts over,
+    /// due `delay` after `now`, its attempts reset. Also how an operator's retry restarts an item
+    /// that is not failed.
+    ///
+    /// ```
+    /// use mailjournal_queue::*;
+    /// let mut q = Queue::new(QueueParams::default());
+    /// let timing = Timing { initial_process_delay: Duration(0), delivery_wait_attempts: 1, extended_deduplication: false };
+    /// let meta = ItemMeta { id: ItemId(1), definition: "d".into(), sender: "<>".into(), recipients: vec![], received_at: Timestamp(0), timing };
+    /// q.enqueue(meta, Timestamp(0)).unwrap();
+    /// assert_eq!(q.poll(Timestamp(0)), [Action::TryMatch(ItemId(1))]);
+    /// q.on_match_result(ItemId(1), MatchResult::NotFound, Timestamp(0)).unwrap();
+    /// q.on_archived(ItemId(1), Timestamp(0)).unwrap();
+    /// // The transaction that recorded the archiving was lost:
+    /// q.reopen(ItemId(1), Timestamp(1_000), Duration::seconds(4)).unwrap();
+    /// assert_eq!(q.item(ItemId(1)).unwrap().attempts, 0);
+    /// assert_eq!(q.poll(Timestamp(5_000)), [Action::TryMatch(ItemId(1))]);
+    /// ```
+    pub fn reopen(
+        &mut self,
+        id: ItemId,
+        now: Timestamp,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        let due = now + delay;
+        let (slot, item) = self.expect_state(id, "known", |_| true)?;
+        let scheduled = match item.state {
+            ItemState::Waiting { due } => Some(due),
+            _ => None,
+        };
+        item.state = ItemState::Waiting { due };
+        item.attempts = 0;
+        item.updated_at = now;
+        if let Some(old) = scheduled {
+            self.due.remove(&(old, id, slot));
+        }
+        self.due.insert((due, id, slot));
+        Ok(())
+    }
+
     /// When [`poll`](Self::poll) next has something to do.
     pub fn next_deadline(&self) -> Option<Timestamp> {
         self.due.first().map(|(due, _, _)| due)

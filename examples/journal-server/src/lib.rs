@@ -92,8 +92,9 @@ enum Command {
         #[arg(long)]
         with_envelope: bool,
     },
-    /// Retry a failed item (its state must be `failed`); the running server picks it up
-    /// within seconds, or the next start does. Exit 1 when the id is unknown or not failed.
+    /// Start an item over: any that is not settled (failed, or waiting); the running server
+    /// picks it up within seconds, or the next start does. Exit 1 when the id is unknown,
+    /// settled, or held for a journal definition that is not configured.
     Retry {
         /// The server's data directory.
         #[arg(long)]

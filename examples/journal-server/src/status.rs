@@ -206,7 +206,7 @@ pub(crate) fn retry(data_dir: &Path, id: &str) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(false) | Err(None) => {
-            eprintln!("{id}: no failed item with this id");
+            eprintln!("{id}: no item with this id that is not settled (or it is held)");
             ExitCode::from(1)
         }
         Err(Some(e)) => {

@@ -388,13 +388,18 @@ pub(super) fn find_sql(query: &Query) -> (String, Vec<rusqlite::types::Value>) {
     (sql, values)
 }
 
-/// Marks a failed item of `data_dir`'s archive for retry; the running engine (or the next
-/// start) picks it up. Returns false when the item is unknown or not failed.
+/// Marks an item of `data_dir`'s archive for retry: any item that is not settled (failed,
+/// or waiting for an archive store that failed, say), except one held for a journal
+/// definition that is not configured. The running engine (or the next start) picks it up
+/// and starts it over. Returns false when the item is unknown, settled or held.
 pub fn request_retry(data_dir: &Path, id: ItemId) -> ArchiveResult<bool> {
     let db = Connection::open(data_dir.join("archive.sqlite3"))?;
     db.busy_timeout(std::time::Duration::from_secs(5))?;
     let changed = db.execute(
-        "UPDATE items SET state = 'retry' WHERE id = ?1 AND state = 'failed'",
+        &format!(
+            "UPDATE items SET state = 'retry' WHERE id = ?1 AND state NOT IN ({}, 'retry', 'held')",
+            settled_sql()
+        ),
         [id.to_string()],
     )?;
     Ok(changed == 1)

@@ -141,27 +141,29 @@ fn a_database_from_before_the_log_offset_column_is_migrated() {
 }
 
 #[test]
-fn retry_takes_only_failed_items() {
+fn retry_takes_any_item_that_is_not_settled_or_held() {
     let dir = temp_dir("retry");
     let store = index(&dir);
-    store.add_item(&item(1, None)).unwrap();
-    assert!(
-        !request_retry(&dir, ItemId(1)).unwrap(),
-        "waiting, not failed"
-    );
-    store
-        .set_state(
-            ItemId(1),
-            StateName::Failed,
-            1,
-            Some("x"),
-            None,
-            Timestamp(2),
-        )
-        .unwrap();
-    assert!(request_retry(&dir, ItemId(1)).unwrap());
-    assert_eq!(store.retry_requests().unwrap(), [ItemId(1)]);
-    assert!(!request_retry(&dir, ItemId(2)).unwrap(), "unknown");
+    for (id, state) in [
+        (1, StateName::Failed),
+        (2, StateName::Waiting),
+        (3, StateName::Archived),
+        (4, StateName::Held),
+        (5, StateName::Merged),
+    ] {
+        store.add_item(&item(id, None)).unwrap();
+        store
+            .set_state(ItemId(id), state, 1, Some("x"), None, Timestamp(2))
+            .unwrap();
+    }
+    assert!(request_retry(&dir, ItemId(1)).unwrap(), "failed");
+    assert!(request_retry(&dir, ItemId(2)).unwrap(), "waiting");
+    assert!(!request_retry(&dir, ItemId(2)).unwrap(), "asked already");
+    assert!(!request_retry(&dir, ItemId(3)).unwrap(), "archived");
+    assert!(!request_retry(&dir, ItemId(4)).unwrap(), "held");
+    assert!(!request_retry(&dir, ItemId(5)).unwrap(), "merged");
+    assert!(!request_retry(&dir, ItemId(9)).unwrap(), "unknown");
+    assert_eq!(store.retry_requests().unwrap(), [ItemId(1), ItemId(2)]);
 }
 
 /// The plan SQLite makes for `find`'s statement.

@@ -44,6 +44,13 @@ const ROUND: usize = 512;
 /// How often settled items leave the in-memory queue (the archive store keeps their state).
 const PRUNE_EVERY: Duration = Duration::minutes(1);
 
+/// How long an item whose outcome the archive store could not take waits before it is tried
+/// again: doubled after each failure in a row, up to [`HEAL_BACKOFF_MAX`].
+const HEAL_BACKOFF_MIN: Duration = Duration::seconds(5);
+
+/// The longest wait between two tries of a failing archive store.
+const HEAL_BACKOFF_MAX: Duration = Duration::minutes(1);
+
 /// The pipeline thread's nice value. Archiving can wait a few milliseconds, acceptance cannot:
 /// when both want the CPU, the sessions and the committer (the path to each `250`) get most
 /// of it. Not the lowest value, though: at nice 10 the scheduler still gives the pipeline
@@ -125,9 +132,17 @@ pub(super) struct Pipeline {
     /// Segments holding a record this pipeline cannot place (its journal definition is gone
     /// from the configuration): never retired, so that a later start can take it up.
     pinned: BTreeSet<u64>,
-    /// Set when a store transaction failed: the queue may then be ahead of the store, and
-    /// only the live segments let a restart catch up, so none is retired until then.
+    /// Set when a store transaction failed: the queue may then be ahead of the store, so no
+    /// segment is retired until every item of the failed transactions has been written again
+    /// (`unwritten` empty) in a transaction that committed.
     store_failed: bool,
+    /// Items written in the open transaction: if it fails, each starts over (see `heal`).
+    in_batch_items: Vec<ItemId>,
+    /// Items whose index row a failed transaction may have lost: added again at their next
+    /// attempt.
+    unwritten: HashSet<ItemId>,
+    /// How long the next item the store failed for waits before it is tried again.
+    heal_backoff: Duration,
     /// Bytes handed over with messages accepted in this round, dropped at its end.
     handed: HashMap<ItemId, Vec<u8>>,
     handoff: Arc<Handoff>,
@@ -145,6 +160,8 @@ pub(super) struct Pipeline {
 struct Placed {
     journal: usize,
     location: Location,
+    /// The message's size, to record the item again should the index lose it.
+    size: u64,
 }
 
 /// Why an item could not be worked on: what its state's reason says.
@@ -292,6 +309,9 @@ impl Pipeline {
             received: BTreeMap::new(),
             pinned: BTreeSet::new(),
             store_failed: false,
+            in_batch_items: Vec::new(),
+            unwritten: HashSet::new(),
+            heal_backoff: HEAL_BACKOFF_MIN,
             handed: HashMap::new(),
             handoff: Arc::default(),
             stopping: Arc::default(),
@@ -417,25 +437,55 @@ impl Pipeline {
 
     /// Commits the open index transaction, if any.
     fn end_batch(&mut self) {
-        if std::mem::take(&mut self.in_batch)
-            && let Err(e) = self.index.end_batch()
-        {
-            self.store_failed = true;
-            tracing::error!(error = %e, "archive store commit failed");
+        let touched = std::mem::take(&mut self.in_batch_items);
+        if !std::mem::take(&mut self.in_batch) {
+            return;
+        }
+        match self.index.end_batch() {
+            Ok(()) => {
+                for id in &touched {
+                    self.unwritten.remove(id);
+                }
+                if !touched.is_empty() {
+                    self.heal_backoff = HEAL_BACKOFF_MIN;
+                }
+                if self.store_failed && self.unwritten.is_empty() {
+                    self.store_failed = false;
+                    tracing::info!(
+                        "archive store works again: every item it lost is written again"
+                    );
+                }
+            }
+            Err(e) => {
+                // What this transaction said of its items is gone (SQLite rolls a failed
+                // commit back): each starts over once the store may work again, and is
+                // recorded again then. Nothing is stranded, and no restart is needed.
+                self.store_failed = true;
+                tracing::error!(error = %e, items = touched.len(), "archive store commit failed: its items start over");
+                let now = self.clock.now();
+                for id in touched {
+                    self.unwritten.insert(id);
+                    self.heal(id, now);
+                }
+                self.heal_backoff = Duration((self.heal_backoff.0 * 2).min(HEAL_BACKOFF_MAX.0));
+            }
+        }
+    }
+
+    /// An item the archive store failed for starts over after the current backoff (the
+    /// failure is the store's, not the item's: no one should have to retry it).
+    fn heal(&mut self, id: ItemId, now: Timestamp) {
+        if self.queue.reopen(id, now, self.heal_backoff).is_ok() {
+            tracing::debug!(%id, after_ms = self.heal_backoff.0, "item tried again later");
         }
     }
 
     /// Re-queues, in one transaction, every spooled item that is not final in the archive,
     /// as `replay` hands the spool's records over; returns what `replay` returns.
     pub(super) fn recover<T>(&mut self, replay: impl FnOnce(&mut dyn FnMut(Record)) -> T) -> T {
-        let batch = self.index.begin_batch();
+        self.in_batch = self.index.begin_batch().is_ok();
         let replayed = replay(&mut |record| self.accept(&record, false));
-        if batch.is_ok()
-            && let Err(e) = self.index.end_batch()
-        {
-            self.store_failed = true;
-            tracing::error!(error = %e, "archive store commit failed during recovery");
-        }
+        self.end_batch();
         replayed
     }
 
@@ -514,6 +564,7 @@ impl Pipeline {
         let placed = Placed {
             journal: index,
             location: record.location,
+            size: record.size,
         };
         let id = record.id;
         let envelope = &record.envelope;
@@ -528,8 +579,10 @@ impl Pipeline {
             size: record.size,
             log_offset: record.location.log_offset,
         };
+        self.in_batch_items.push(id);
         if let Err(e) = self.index.add_item(&item) {
             tracing::error!(%id, error = %e, "cannot record item");
+            self.unwritten.insert(id);
         }
         let meta = ItemMeta {
             id,
@@ -612,11 +665,26 @@ impl Pipeline {
     /// Failed items an operator asked to retry start over.
     fn take_retries(&mut self, now: Timestamp) {
         for id in self.index.retry_requests().unwrap_or_default() {
-            if self.queue.retry(id, now).is_ok() {
+            // A failed item starts over; any other that is not settled too (one the store
+            // failed for, say, or that waits for its next attempt).
+            let restarted = self.queue.retry(id, now).is_ok()
+                || self.queue.item(id).is_some_and(|i| !i.state.is_terminal())
+                    && self.queue.reopen(id, now, Duration(0)).is_ok();
+            self.in_batch_items.push(id);
+            if restarted {
                 let _ = self
                     .index
                     .set_state(id, StateName::Waiting, 0, None, None, now);
                 tracing::info!(%id, "retry requested by an operator");
+            } else {
+                // Settled meanwhile, or not this process's to work on: keep what it was.
+                let state = self
+                    .queue
+                    .item(id)
+                    .map_or(StateName::Waiting, |i| i.state.state_name());
+                let _ = self
+                    .index
+                    .set_state(id, state, self.attempts(id), None, None, now);
             }
         }
     }
@@ -710,6 +778,7 @@ impl Pipeline {
                     Action::TryMatch(id) => actions.extend(self.try_match(id, now)),
                     Action::Archive(id) => self.archive(id, now),
                     Action::Expire(id) => {
+                        self.in_batch_items.push(id);
                         let _ = self.index.set_state(
                             id,
                             StateName::Expired,
@@ -739,6 +808,23 @@ impl Pipeline {
     /// why.
     fn fail(&mut self, id: ItemId, error: &ItemError, now: Timestamp) {
         let reason = error.to_string();
+        if let ItemError::Archive(e) = error {
+            // The store's failure, not the item's: shown with its reason while it lasts, and
+            // tried again without anyone's retry.
+            let shown = format!("{reason} (tried again automatically)");
+            let _ = self.index.set_state(
+                id,
+                StateName::Waiting,
+                self.attempts(id),
+                Some(&shown),
+                None,
+                now,
+            );
+            tracing::error!(%id, error = %e, storage_full = e.is_storage_full(), "archive store failed: the item is tried again later");
+            self.heal(id, now);
+            self.heal_backoff = Duration((self.heal_backoff.0 * 2).min(HEAL_BACKOFF_MAX.0));
+            return;
+        }
         let _ = self.queue.on_failed(id, reason.clone(), now);
         let _ = self.index.set_state(
             id,
@@ -751,7 +837,32 @@ impl Pipeline {
         tracing::error!(%id, %reason, "item failed");
     }
 
+    /// Records an item again that a failed transaction may have lost.
+    fn write_again(&mut self, id: ItemId) {
+        let (Some(item), Some(placed)) = (self.queue.item(id), self.journals.get(&id)) else {
+            return;
+        };
+        let meta = &item.meta;
+        let recipient = meta.recipients.first().map_or("", String::as_str);
+        let row = NewItem {
+            id,
+            definition: &meta.definition,
+            sender: &meta.sender,
+            recipient,
+            received_at: meta.received_at,
+            size: placed.size,
+            log_offset: placed.location.log_offset,
+        };
+        if let Err(e) = self.index.add_item(&row) {
+            tracing::error!(%id, error = %e, "cannot record item");
+        }
+    }
+
     fn try_match(&mut self, id: ItemId, now: Timestamp) -> Option<Action> {
+        self.in_batch_items.push(id);
+        if self.unwritten.contains(&id) {
+            self.write_again(id);
+        }
         let parsed = match self.parse(id, false) {
             Ok(parsed) => parsed,
             Err(error) => {
@@ -844,6 +955,7 @@ impl Pipeline {
     }
 
     fn archive(&mut self, id: ItemId, now: Timestamp) {
+        self.in_batch_items.push(id);
         let attempts = self.attempts(id);
         let result = match self.parse(id, true) {
             Ok(Parsed::Keep {

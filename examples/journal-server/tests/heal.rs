@@ -1,0 +1,196 @@
+//! A failure of the archive store heals without a restart and without anyone's retry: the
+//! server runs on a real, small file system (a tmpfs this test mounts), which is filled up
+//! after messages were accepted and before they are archived, then freed again.
+//!
+//! Mounting needs root; without it the test says so and passes, unless
+//! `MAILJOURNAL_REQUIRE_ROOT_TESTS` is set (as `.ci/run` sets it).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_journal-server")
+}
+
+fn send(port: u16, n: usize) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut reply = || {
+        let mut text = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            text += &line;
+            if line.as_bytes().get(3) == Some(&b' ') {
+                return text;
+            }
+        }
+    };
+    reply();
+    stream
+        .write_all(b"EHLO heal.example\r\nMAIL FROM:<>\r\nRCPT TO:<journaling@journal.contoso.com>\r\nDATA\r\n")
+        .unwrap();
+    for _ in 0..4 {
+        reply();
+    }
+    let body = "x".repeat(200);
+    let message = format!(
+        "From: alice@contoso.com\r\nTo: bob@contoso.com\r\nMessage-ID: <heal-{n}@contoso.com>\r\nSubject: heal {n}\r\n\r\n{body}\r\n.\r\n"
+    );
+    stream.write_all(message.as_bytes()).unwrap();
+    let done = reply();
+    let id = done
+        .strip_prefix("250 2.0.0 Ok: queued as ")
+        .unwrap_or_else(|| panic!("{done}"));
+    id.trim().to_owned()
+}
+
+fn states(data: &Path) -> serde_json::Value {
+    let out = Command::new(bin())
+        .args([
+            "status",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--json",
+            "--limit",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+fn count(status: &serde_json::Value, state: &str) -> u64 {
+    status["queue"]["counts"][state].as_u64().unwrap_or(0)
+}
+
+/// Writes zeros into `path` until the file system says it is full.
+fn fill(path: &Path) {
+    let mut file = std::fs::File::create(path).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while file.write_all(&block).is_ok() {}
+    let _ = file.sync_all();
+}
+
+#[test]
+fn a_full_archive_file_system_heals_without_a_restart_or_a_retry() {
+    let dir = std::env::temp_dir().join(format!("journal-heal-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
+        .arg(&dir)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !mounted {
+        assert!(
+            std::env::var_os("MAILJOURNAL_REQUIRE_ROOT_TESTS").is_none(),
+            "cannot mount a tmpfs, but the test is required"
+        );
+        println!("heal: skipped, cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let _mounted = Mounted(dir.clone());
+    let data = dir.join("data");
+    let config = dir.join("journal.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nhostname = \"mx.journal.contoso.com\"\ndata_dir = \"{}\"\nfree_space_reserve_bytes = 1048576\n\
+             [[internal_domain]]\nname = \"contoso.com\"\ninbound_checks = \"default_checks\"\n\
+             [[internal_domain]]\nname = \"journal.contoso.com\"\n\
+             [[journal]]\ndescription = \"heal\"\nservice_email_address = \"journaling@journal.contoso.com\"\n\
+             additional_source_ip_ranges = [\"127.0.0.0/8\"]\nencrypted = false\njournal_type = \"eml\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(bin())
+        .args([
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--match-interval-seconds", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut server = Server(child);
+    let mut port = 0;
+    for line in stdout.lines() {
+        if let Some(addr) = line.unwrap().strip_prefix("listening on ") {
+            port = addr.rsplit(':').next().unwrap().parse().unwrap();
+            break;
+        }
+    }
+    let ids: Vec<String> = (0..20).map(|n| send(port, n)).collect();
+    // Full before the first archiving (three attempts two seconds apart: 4 s).
+    let filler = dir.join("filler");
+    fill(&filler);
+    std::thread::sleep(Duration::from_secs(12));
+    let during = states(&data);
+    assert_eq!(
+        count(&during, "archived"),
+        0,
+        "archived on a full disk? {during}"
+    );
+    assert!(server.0.try_wait().unwrap().is_none(), "the server stopped");
+
+    // Space again: every item is archived by the same process, with no retry asked for.
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let healed = loop {
+        let status = states(&data);
+        if count(&status, "archived") == ids.len() as u64 {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "not healed: {status}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        server.0.try_wait().unwrap().is_none(),
+        "healed by a restart"
+    );
+    let items = healed["queue"]["items"].as_array().unwrap();
+    for id in &ids {
+        let item = items.iter().find(|i| i["id"] == id.as_str()).unwrap();
+        assert_eq!(item["state"], "archived", "{item}");
+        assert!(item.get("reason").is_none(), "{item}");
+    }
+    // And the archived forms are there.
+    let out = Command::new(bin())
+        .args(["get", "--data-dir", data.to_str().unwrap(), &ids[7]])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Subject: heal 7"));
+    server.0.kill().unwrap();
+}
