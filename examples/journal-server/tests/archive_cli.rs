@@ -3,28 +3,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const FIXTURE: &str = "onprem_to_cc_bcc_expanded_forwarded_onbehalf.eml";
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod common;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_journal-server")
 }
 
-fn start(dir: &Path) -> (Server, u16) {
+fn start(dir: &Path) -> (common::ServerProcess, u16) {
     let config = dir.join("journal.toml");
     std::fs::write(
         &config,
@@ -38,55 +30,11 @@ fn start(dir: &Path) -> (Server, u16) {
         ),
     )
     .unwrap();
-    let mut child = Command::new(bin())
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .args(["--listen", "127.0.0.1:0", "--match-interval-seconds", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let server = Server(child);
-    for line in stdout.lines() {
-        if let Some(addr) = line.unwrap().strip_prefix("listening on ") {
-            return (server, addr.rsplit(':').next().unwrap().parse().unwrap());
-        }
-    }
-    panic!("the server did not start");
+    common::serve(&config, &["--match-interval-seconds", "1"])
 }
 
-/// Sends one report over SMTP; its queue id.
 fn send(port: u16, report: &[u8]) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut reply = || {
-        let mut text = String::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            text += &line;
-            if line.as_bytes().get(3) == Some(&b' ') {
-                return text;
-            }
-        }
-    };
-    reply();
-    let mut wire = b"EHLO client.contoso.com\r\nMAIL FROM:<>\r\nRCPT TO:<journaling@journal.contoso.com>\r\nDATA\r\n".to_vec();
-    stream.write_all(&wire).unwrap();
-    for _ in 0..4 {
-        reply();
-    }
-    wire = mailjournal::smtp::data::dot_stuff(report);
-    stream.write_all(&wire).unwrap();
-    let done = reply();
-    let id = done
-        .strip_prefix("250 2.0.0 Ok: queued as ")
-        .unwrap_or_else(|| panic!("{done}"));
-    let _ = stream.write_all(b"QUIT\r\n");
-    id.trim().to_owned()
+    common::send(port, report)
 }
 
 fn run(args: &[&str]) -> (Option<i32>, String) {

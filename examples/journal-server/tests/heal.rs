@@ -7,10 +7,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 struct Mounted(PathBuf);
@@ -21,53 +20,18 @@ impl Drop for Mounted {
     }
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod common;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_journal-server")
 }
 
-fn send(port: u16, n: usize) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut reply = || {
-        let mut text = String::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            text += &line;
-            if line.as_bytes().get(3) == Some(&b' ') {
-                return text;
-            }
-        }
-    };
-    reply();
-    stream
-        .write_all(b"EHLO heal.example\r\nMAIL FROM:<>\r\nRCPT TO:<journaling@journal.contoso.com>\r\nDATA\r\n")
-        .unwrap();
-    for _ in 0..4 {
-        reply();
-    }
+fn message(n: usize) -> Vec<u8> {
     let body = "x".repeat(200);
-    let message = format!(
-        "From: alice@contoso.com\r\nTo: bob@contoso.com\r\nMessage-ID: <heal-{n}@contoso.com>\r\nSubject: heal {n}\r\n\r\n{body}\r\n.\r\n"
-    );
-    stream.write_all(message.as_bytes()).unwrap();
-    let done = reply();
-    let id = done
-        .strip_prefix("250 2.0.0 Ok: queued as ")
-        .unwrap_or_else(|| panic!("{done}"));
-    id.trim().to_owned()
+    format!(
+        "From: alice@contoso.com\r\nTo: bob@contoso.com\r\nMessage-ID: <heal-{n}@contoso.com>\r\nSubject: heal {n}\r\n\r\n{body}\r\n"
+    )
+    .into_bytes()
 }
 
 fn states(data: &Path) -> serde_json::Value {
@@ -130,29 +94,8 @@ fn a_full_archive_file_system_heals_without_a_restart_or_a_retry() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(bin())
-        .args([
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--match-interval-seconds", "2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut server = Server(child);
-    let mut port = 0;
-    for line in stdout.lines() {
-        if let Some(addr) = line.unwrap().strip_prefix("listening on ") {
-            port = addr.rsplit(':').next().unwrap().parse().unwrap();
-            break;
-        }
-    }
-    let ids: Vec<String> = (0..20).map(|n| send(port, n)).collect();
+    let (mut server, port) = common::serve(&config, &["--match-interval-seconds", "2"]);
+    let ids: Vec<String> = (0..20).map(|n| common::send(port, &message(n))).collect();
     // Full before the first archiving (three attempts two seconds apart: 4 s).
     let filler = dir.join("filler");
     fill(&filler);

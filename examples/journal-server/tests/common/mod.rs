@@ -1,5 +1,8 @@
 //! What more than one integration test needs.
 
+// Each test binary includes this module and uses a part of it.
+#![allow(dead_code)]
+
 use std::path::Path;
 use std::process::Command;
 
@@ -15,4 +18,79 @@ pub(crate) fn get(data_dir: &Path, id: &str, as_received: bool) -> (Option<i32>,
         .output()
         .unwrap();
     (out.status.code(), out.stdout)
+}
+
+/// A server child process, killed when dropped: a failing assertion must not leave it running.
+pub(crate) struct ServerProcess(pub(crate) std::process::Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `serve --config CONFIG` on an ephemeral port with these extra flags; the process
+/// and its port.
+pub(crate) fn serve(config: &Path, flags: &[&str]) -> (ServerProcess, u16) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_journal-server"))
+        .args([
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(flags)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let server = ServerProcess(child);
+    for line in stdout.lines() {
+        if let Some(addr) = line.unwrap().strip_prefix("listening on ") {
+            return (server, addr.rsplit(':').next().unwrap().parse().unwrap());
+        }
+    }
+    panic!("the server did not start");
+}
+
+/// Sends `message` to `journaling@journal.contoso.com` in clear text (dot-stuffed here);
+/// the queue id of the 250.
+pub(crate) fn send(port: u16, message: &[u8]) -> String {
+    use std::io::{BufRead, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    let mut reply = || {
+        let mut text = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            text += &line;
+            if line.as_bytes().get(3) == Some(&b' ') {
+                return text;
+            }
+        }
+    };
+    reply();
+    stream
+        .write_all(b"EHLO client.contoso.com\r\nMAIL FROM:<>\r\nRCPT TO:<journaling@journal.contoso.com>\r\nDATA\r\n")
+        .unwrap();
+    for _ in 0..4 {
+        reply();
+    }
+    stream
+        .write_all(&mailjournal::smtp::data::dot_stuff(message))
+        .unwrap();
+    let done = reply();
+    let id = done
+        .strip_prefix("250 2.0.0 Ok: queued as ")
+        .unwrap_or_else(|| panic!("{done}"));
+    let _ = stream.write_all(b"QUIT\r\n");
+    id.trim().to_owned()
 }
