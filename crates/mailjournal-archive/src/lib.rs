@@ -249,6 +249,37 @@ pub struct Query {
     pub limit: Option<usize>,
 }
 
+/// What retention must not delete while they stand: legal holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holds {
+    /// Addresses: every message they sent or received (any recipient line, an expanded
+    /// group, a mailbox) is held. Compared without regard to case.
+    pub addresses: Vec<String>,
+    /// Items: the archived message each is part of is held, and its as-received copy.
+    pub items: Vec<ItemId>,
+}
+
+/// The archived messages of one journal definition that retention deletes: those whose first
+/// report was accepted before `received_before`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expiry {
+    /// The definition's description (what items record).
+    pub definition: String,
+    /// The cut-off.
+    pub received_before: Timestamp,
+}
+
+/// What retention has done, as the index counts it (for `status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionCounts {
+    /// Archived messages deleted, ever.
+    pub deleted_messages: u64,
+    /// As-received spool segments deleted, ever.
+    pub deleted_segments: u64,
+    /// When retention last deleted something.
+    pub last_deletion_at: Option<Timestamp>,
+}
+
 /// One configured journal definition, as the index keeps it for the service status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectorConfig {
@@ -278,6 +309,9 @@ pub trait ContentStore: Send {
     /// Makes all content stored so far durable. The engine calls it before it retires a
     /// spool segment: until then the segment holds the message.
     fn make_durable(&self) -> ArchiveResult<()>;
+
+    /// Removes the content with this hash (retention); nothing happens when it is not there.
+    fn remove(&self, hash: &ContentHash) -> ArchiveResult<()>;
 }
 
 /// The index: items, archived messages with their recipients, de-duplication, merges,
@@ -355,4 +389,35 @@ pub trait ArchiveIndex: Send {
     /// before it is durable: after retirement the spool no longer brings those items back.
     /// Outside a batch.
     fn record_retired(&self, segments: &[u64], at: Timestamp) -> ArchiveResult<()>;
+
+    /// Deletes, in one transaction, up to `max` archived messages that `expiries` cover and
+    /// `holds` do not: each with its recipients, mailboxes and the items of every report
+    /// merged into it. The content they no longer share with anything is recorded as
+    /// garbage in the same transaction (see [`content_garbage`](Self::content_garbage)), so
+    /// that a crash at any point leaves no half-deleted message. Returns the ids deleted.
+    /// Outside a batch.
+    fn delete_expired(
+        &mut self,
+        expiries: &[Expiry],
+        holds: &Holds,
+        max: usize,
+        at: Timestamp,
+    ) -> ArchiveResult<Vec<ItemId>>;
+
+    /// Content that deleted messages left unreferenced, still to be removed from the content
+    /// store (and forgotten with [`content_removed`](Self::content_removed) once it is).
+    /// Content referenced again meanwhile is dropped from the list, not returned.
+    fn content_garbage(&self) -> ArchiveResult<Vec<ContentHash>>;
+
+    /// The content store no longer holds `hash`.
+    fn content_removed(&self, hash: &ContentHash) -> ArchiveResult<()>;
+
+    /// Spool segments retired before `before`, oldest first.
+    fn retired_before(&self, before: Timestamp) -> ArchiveResult<Vec<u64>>;
+
+    /// Whether `holds` cover any of `items` (or the archived messages they are part of).
+    fn any_held(&self, items: &[ItemId], holds: &Holds) -> ArchiveResult<bool>;
+
+    /// The as-received copies of retired segment `segment` are deleted.
+    fn segment_deleted(&self, segment: u64, at: Timestamp) -> ArchiveResult<()>;
 }

@@ -98,6 +98,44 @@ pub struct Config {
     /// Journal Service Definitions.
     #[serde(default)]
     pub journal: Vec<JournalDefinition>,
+    /// How long what is not archived per definition is kept.
+    #[serde(default, skip_serializing_if = "RetentionSettings::is_default")]
+    pub retention: RetentionSettings,
+    /// Legal holds: what they cover is never deleted by retention while they stand.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub legal_hold: Vec<LegalHold>,
+}
+
+/// The `[retention]` table (each definition's archived messages: its `retention_days`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Days the as-received copies (retired spool segments, read by `get --as-received`)
+    /// are kept after the spool retired them. Absent: kept for ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_received_days: Option<u32>,
+}
+
+impl RetentionSettings {
+    fn is_default(&self) -> bool {
+        *self == RetentionSettings::default()
+    }
+}
+
+/// One `[[legal_hold]]`: an address (every message it sent or received, Bcc and expanded
+/// groups included) or one item (the archived message it is part of).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegalHold {
+    /// The address held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The queue id held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<String>,
+    /// Why (a case reference, say): shown in the log.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
 }
 
 /// A configuration text that could not be read as a [`Config`].

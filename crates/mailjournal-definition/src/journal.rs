@@ -123,6 +123,10 @@ pub struct JournalDefinition {
     /// Archive messages sent from or to internal addresses the directory does not know.
     #[serde(default)]
     pub journal_unknown_internal_addresses: bool,
+    /// Days an archived message is kept, counted from when its first report was accepted;
+    /// then it is deleted (unless a legal hold covers it). Absent: kept for ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
 }
 
 impl JournalDefinition {
@@ -152,6 +156,7 @@ impl JournalDefinition {
             remove_journal_headers: false,
             journal_non_internal_addresses: false,
             journal_unknown_internal_addresses: false,
+            retention_days: None,
         }
     }
 }

@@ -40,7 +40,7 @@ pub mod region;
 pub mod validate;
 
 pub use address::{AddressError, EmailAddress};
-pub use config::{Config, ConfigError, ServerSettings};
+pub use config::{Config, ConfigError, LegalHold, RetentionSettings, ServerSettings};
 pub use directory::{Directory, InboundChecks, InternalDomain};
 pub use journal::{JournalDefinition, JournalType, TransportType};
 pub use policy::{AddressClass, ArchiveDecision, DropReason, Policy};

@@ -84,6 +84,12 @@ pub struct Policy {
     pub journals: Vec<Journal>,
     /// Largest message accepted.
     pub max_message_size_bytes: u64,
+    /// Days the as-received copies are kept after retirement (`None`: for ever).
+    pub as_received_days: Option<u32>,
+    /// Addresses under legal hold, normalised.
+    pub held_addresses: Vec<EmailAddress>,
+    /// Queue ids under legal hold (16 upper-case hex digits).
+    pub held_items: Vec<String>,
 }
 
 impl Policy {
@@ -138,6 +144,17 @@ impl Policy {
                 .collect(),
             journals,
             max_message_size_bytes: config.server.max_message_size_bytes,
+            as_received_days: config.retention.as_received_days,
+            held_addresses: config
+                .legal_hold
+                .iter()
+                .filter_map(|h| EmailAddress::parse(h.address.as_deref()?).ok())
+                .collect(),
+            held_items: config
+                .legal_hold
+                .iter()
+                .filter_map(|h| Some(h.item.as_deref()?.to_ascii_uppercase()))
+                .collect(),
         };
         let warnings = Report {
             problems: report.problems,

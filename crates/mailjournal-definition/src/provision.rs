@@ -57,6 +57,7 @@ pub fn starter_config(primary_domain: &str) -> Result<Config, DomainError> {
         ],
         directory: Default::default(),
         journal: vec![p.definition],
+        ..Default::default()
     })
 }
 

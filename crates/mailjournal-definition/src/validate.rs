@@ -225,7 +225,61 @@ impl Config {
                 &mut seen_service,
             );
         }
+        self.validate_retention(&mut report);
         report
+    }
+
+    /// Retention periods and legal holds.
+    fn validate_retention(&self, report: &mut Report) {
+        for (i, journal) in self.journal.iter().enumerate() {
+            if journal.retention_days == Some(0) {
+                report.error(
+                    format!("journal[{i}].retention_days"),
+                    "0",
+                    "every message would be deleted as soon as it is archived",
+                    "a number of days (2555 for seven years), or no key to keep for ever",
+                );
+            }
+        }
+        if self.retention.as_received_days == Some(0) {
+            report.warning(
+                "retention.as_received_days",
+                "0",
+                "the as-received copies go as soon as the spool retires them: `get --as-received` then has nothing to give",
+                "a number of days, or no key to keep them for ever",
+            );
+        }
+        for (i, hold) in self.legal_hold.iter().enumerate() {
+            let path = format!("legal_hold[{i}]");
+            match (&hold.address, &hold.item) {
+                (Some(address), None) => {
+                    if EmailAddress::parse(address).is_err() {
+                        report.error(
+                            format!("{path}.address"),
+                            address.clone(),
+                            "not an email address",
+                            "the address whose messages are held, e.g. legal@contoso.com",
+                        );
+                    }
+                }
+                (None, Some(item)) => {
+                    if item.len() != 16 || !item.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        report.error(
+                            format!("{path}.item"),
+                            item.clone(),
+                            "not a queue id",
+                            "the 16 hex digits of `250 2.0.0 Ok: queued as <ID>`",
+                        );
+                    }
+                }
+                _ => report.error(
+                    path,
+                    "",
+                    "a legal hold names an address or an item",
+                    "address = \"legal@contoso.com\", or item = \"<queue id>\" (one hold each)",
+                ),
+            }
+        }
     }
 
     fn validate_server(&self, report: &mut Report) {
@@ -608,6 +662,61 @@ impl Config {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use crate::{LegalHold, provision};
+
+    #[test]
+    fn retention_and_holds_are_checked_with_their_paths() {
+        let mut config = provision::starter_config("contoso.com").unwrap();
+        config.journal[0].retention_days = Some(0);
+        config.retention.as_received_days = Some(0);
+        config.legal_hold = vec![
+            LegalHold {
+                address: Some("not an address".into()),
+                ..Default::default()
+            },
+            LegalHold {
+                item: Some("123".into()),
+                ..Default::default()
+            },
+            LegalHold::default(),
+            LegalHold {
+                address: Some("legal@contoso.com".into()),
+                item: Some("00000000000000AA".into()),
+                ..Default::default()
+            },
+            LegalHold {
+                address: Some("Legal@Contoso.com".into()),
+                reason: "case 42".into(),
+                ..Default::default()
+            },
+        ];
+        let report = config.validate();
+        let errors: Vec<_> = report.errors().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            errors,
+            [
+                "journal[0].retention_days",
+                "legal_hold[0].address",
+                "legal_hold[1].item",
+                "legal_hold[2]",
+                "legal_hold[3]"
+            ]
+        );
+        let warnings: Vec<_> = report.warnings().map(|p| p.path.as_str()).collect();
+        assert!(
+            warnings.contains(&"retention.as_received_days"),
+            "{warnings:?}"
+        );
+        config.journal[0].retention_days = Some(2555);
+        config.legal_hold.drain(..4);
+        let (policy, _) = crate::Policy::from_config(&config).unwrap();
+        assert_eq!(policy.held_addresses[0].as_str(), "legal@contoso.com");
+        assert_eq!(policy.as_received_days, Some(0));
     }
 }
 

@@ -64,6 +64,7 @@ fn journal() -> impl Strategy<Value = JournalDefinition> {
                     remove_journal_headers: flags[4],
                     journal_non_internal_addresses: flags[5],
                     journal_unknown_internal_addresses: flags[6],
+                    retention_days: flags[0].then_some(delay + 1),
                 }
             },
         )

@@ -327,3 +327,51 @@ fn create(root: &Path, base: u64) -> io::Result<Active> {
     sync_dir(&Place::Live.dir(root))?;
     Ok(Active { base, file, len: 0 })
 }
+
+/// The queue ids of the records in retired (kept) segment `base` of the spool in `root`, in
+/// commit order; none when the segment is gone.
+pub fn kept_items(root: &Path, base: u64) -> io::Result<Vec<ItemId>> {
+    let file = match File::open(path(root, Place::Kept, base)) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut ids = Vec::new();
+    frame::for_each_frame(&file, |frame| ids.push(frame.record.id))?;
+    Ok(ids)
+}
+
+/// Deletes retired segment `base` of the spool in `root`, with the data files of its large
+/// messages: the as-received copies, once retention says they have been kept long enough.
+/// The data files go first and the segment last, each directory synced: a crash in between
+/// leaves a kept segment whose data files are gone, and deleting it again finishes the job.
+pub fn delete_kept(root: &Path, base: u64) -> io::Result<()> {
+    let segment = path(root, Place::Kept, base);
+    let kept_data = Place::Kept.data_dir(root);
+    let mut removed = false;
+    match File::open(&segment) {
+        Ok(file) => {
+            let mut failed = None;
+            frame::for_each_frame(&file, |frame| {
+                if frame.record.inline_data || failed.is_some() {
+                    return;
+                }
+                match fs::remove_file(kept_data.join(frame.record.id.to_string())) {
+                    Ok(()) => removed = true,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => failed = Some(e),
+                }
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    if removed {
+        sync_dir(&kept_data)?;
+    }
+    fs::remove_file(&segment)?;
+    sync_dir(&Place::Kept.dir(root))
+}

@@ -718,3 +718,29 @@ fn the_free_space_check_stops_about_one_message_below_the_reserve_not_a_second_o
     );
     assert!(accepted >= 40, "{accepted}");
 }
+
+#[tokio::test]
+async fn a_kept_segment_is_deleted_with_its_data_files_and_a_second_delete_is_harmless() {
+    let dir = temp_dir("delete-kept");
+    let root = dir.join("spool");
+    let large = vec![b'K'; INLINE_LIMIT + 3];
+    let (spool, _, _) = open_with(&dir, one_batch_per_segment());
+    let small = commit_bytes(&spool, b"small").await;
+    let big = commit_bytes(&spool, &large).await;
+    commit_bytes(&spool, b"active").await;
+    let segments = spool.segments();
+    segments.retire(small.location.segment).unwrap();
+    segments.retire(big.location.segment).unwrap();
+    assert_eq!(kept_items(&root, big.location.segment).unwrap(), [big.id]);
+    assert!(root.join("kept/data").join(big.id.to_string()).exists());
+    delete_kept(&root, big.location.segment).unwrap();
+    assert!(!root.join("kept/data").join(big.id.to_string()).exists());
+    assert!(kept_items(&root, big.location.segment).unwrap().is_empty());
+    assert!(read_data(&dir, big.id, None).is_err(), "gone as received");
+    delete_kept(&root, big.location.segment).unwrap();
+    assert_eq!(
+        read_data(&dir, small.id, small.location.log_offset).unwrap(),
+        b"small"
+    );
+    assert_eq!(usage(&dir).unwrap().kept_segments, 1);
+}

@@ -77,6 +77,7 @@ fn read_status(data_dir: &Path, limit: usize) -> ArchiveResult<Value> {
         .collect();
     // A data directory without a spool yet (the server never ran) holds nothing there.
     let spool = mailjournal::spool::usage(&data_dir.join("spool")).unwrap_or_default();
+    let retention = archive.retention()?;
     Ok(json!({
         "connectors": connectors,
         "queue": {"counts": counts, "oldest_pending_age_seconds": oldest_pending_age, "items": items},
@@ -85,6 +86,11 @@ fn read_status(data_dir: &Path, limit: usize) -> ArchiveResult<Value> {
             "live_bytes": spool.live_bytes,
             "kept_segments": spool.kept_segments,
             "kept_bytes": spool.kept_bytes,
+        },
+        "retention": {
+            "deleted_messages": retention.deleted_messages,
+            "deleted_as_received_segments": retention.deleted_segments,
+            "last_deletion_at": retention.last_deletion_at.map(clock::rfc3339),
         },
     }))
 }
@@ -120,6 +126,15 @@ fn print_text(value: &Value) {
         spool["kept_segments"],
         megabytes(&spool["kept_bytes"])
     );
+    let retention = &value["retention"];
+    if retention["last_deletion_at"].is_string() {
+        println!(
+            "Retention: {} archived message(s) and {} as-received segment(s) deleted, last at {}",
+            retention["deleted_messages"],
+            retention["deleted_as_received_segments"],
+            retention["last_deletion_at"].as_str().unwrap_or("")
+        );
+    }
     for item in value["queue"]["items"].as_array().into_iter().flatten() {
         println!(
             "  {}  {:<12} {}  {} -> {}  {}",

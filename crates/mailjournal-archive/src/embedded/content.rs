@@ -149,6 +149,19 @@ impl ContentStore for FileContent {
         Ok(read_from(&self.dir, hash)?)
     }
 
+    fn remove(&self, hash: &ContentHash) -> ArchiveResult<()> {
+        for path in [
+            pending_dir(&self.dir).join(hash.to_string()),
+            durable_path(&self.dir, hash),
+        ] {
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                removed => removed?,
+            }
+        }
+        Ok(())
+    }
+
     fn make_durable(&self) -> ArchiveResult<()> {
         let pending = pending_dir(&self.dir);
         let mut names = Vec::new();

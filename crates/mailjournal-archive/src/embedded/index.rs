@@ -7,7 +7,8 @@ use mailjournal_queue::{ContentHash, ItemId, StateName, Timestamp};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{
-    Archival, ArchiveError, ArchiveIndex, ArchiveResult, ConnectorConfig, NewItem, Progress,
+    Archival, ArchiveError, ArchiveIndex, ArchiveResult, ConnectorConfig, Expiry, Holds, NewItem,
+    Progress,
 };
 
 /// The schema; every statement is idempotent. `{SETTLED}` is the settled states' SQL list.
@@ -72,6 +73,12 @@ CREATE INDEX IF NOT EXISTS mailboxes_mailbox ON mailboxes(mailbox COLLATE NOCASE
 CREATE INDEX IF NOT EXISTS archived_sender ON archived(sender COLLATE NOCASE);
 CREATE INDEX IF NOT EXISTS archived_message_id ON archived(message_id);
 CREATE INDEX IF NOT EXISTS items_merged_into ON items(merged_into) WHERE merged_into IS NOT NULL;
+-- Retention: content that deleted messages left unreferenced, until the content store has
+-- removed it; what retention has done (for status); and the lookups deletion needs.
+CREATE TABLE IF NOT EXISTS content_garbage (hash TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS retention (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS items_content ON items(content_sha256) WHERE content_sha256 IS NOT NULL;
+CREATE INDEX IF NOT EXISTS archived_content ON archived(content_sha256);
 -- Spool log segments retired (start-up no longer reads them), and when.
 CREATE TABLE IF NOT EXISTS spool_retired (
     segment INTEGER PRIMARY KEY,
@@ -85,6 +92,7 @@ CREATE TABLE IF NOT EXISTS connectors (
     period_minutes INTEGER NOT NULL,
     last_message_at INTEGER
 );
+CREATE INDEX IF NOT EXISTS spool_retired_at ON spool_retired(retired_at);
 ";
 
 /// The settled states as an SQL list (`'archived', 'merged', ...`), from the one vocabulary:
@@ -224,6 +232,109 @@ impl SqliteIndex {
     }
 }
 
+impl SqliteIndex {
+    /// Runs `write` in a transaction that is durable when this returns: elsewhere the index
+    /// commits with `synchronous = NORMAL`, but what comes after these writes (a retired
+    /// segment, removed content) must not be undone by a power loss.
+    fn durably(
+        &self,
+        write: impl FnOnce(&Connection) -> rusqlite::Result<()>,
+    ) -> ArchiveResult<()> {
+        // In WAL mode, a FULL commit syncs the WAL, and with it every transaction before it.
+        self.db.pragma_update(None, "synchronous", "FULL")?;
+        let written = (|| -> rusqlite::Result<()> {
+            let tx = self.db.unchecked_transaction()?;
+            write(&tx)?;
+            tx.commit()
+        })();
+        self.db.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(written?)
+    }
+}
+
+/// An SQL condition that archived message `alias` is under none of `holds`, and its
+/// parameters, numbered from ?4 on (the callers bind three before them).
+fn not_held(alias: &str, holds: &Holds) -> (String, Vec<rusqlite::types::Value>) {
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    let mut list = |items: Vec<String>| {
+        let marks: Vec<String> = items
+            .into_iter()
+            .map(|v| {
+                values.push(v.into());
+                format!("?{}", values.len() + 3)
+            })
+            .collect();
+        marks.join(", ")
+    };
+    let mut conditions = vec!["1".to_owned()];
+    if !holds.addresses.is_empty() {
+        let held = list(holds.addresses.clone());
+        conditions.push(format!(
+            "({alias}.sender IS NULL OR {alias}.sender COLLATE NOCASE NOT IN ({held})) \
+             AND ({alias}.on_behalf_of IS NULL OR {alias}.on_behalf_of COLLATE NOCASE NOT IN ({held})) \
+             AND NOT EXISTS (SELECT 1 FROM archived_recipients r WHERE r.archived_id = {alias}.id \
+                 AND (r.address COLLATE NOCASE IN ({held}) OR r.expanded COLLATE NOCASE IN ({held}))) \
+             AND NOT EXISTS (SELECT 1 FROM mailboxes m WHERE m.archived_id = {alias}.id \
+                 AND m.mailbox COLLATE NOCASE IN ({held}))"
+        ));
+    }
+    if !holds.items.is_empty() {
+        let held = list(holds.items.iter().map(ItemId::to_string).collect());
+        conditions.push(format!(
+            "{alias}.id NOT IN ({held}) AND NOT EXISTS (SELECT 1 FROM items j \
+             WHERE j.merged_into = {alias}.id AND j.id IN ({held}))"
+        ));
+    }
+    (conditions.join(" AND "), values)
+}
+
+/// Deletes archived message `id` with its recipients, mailboxes and the items of its
+/// reports, recording the content they leave unreferenced as garbage.
+fn delete_message(tx: &Connection, id: &str) -> rusqlite::Result<()> {
+    let hashes: Vec<String> = tx
+        .prepare_cached(
+            "SELECT content_sha256 FROM archived WHERE id = ?1 UNION \
+             SELECT content_sha256 FROM items WHERE (id = ?1 OR merged_into = ?1) AND content_sha256 IS NOT NULL",
+        )?
+        .query_map([id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for sql in [
+        "DELETE FROM archived_recipients WHERE archived_id = ?1",
+        "DELETE FROM mailboxes WHERE archived_id = ?1",
+        "DELETE FROM archived WHERE id = ?1",
+        "DELETE FROM items WHERE id = ?1 OR merged_into = ?1",
+    ] {
+        tx.prepare_cached(sql)?.execute([id])?;
+    }
+    for hash in hashes.into_iter().filter(|h| !h.is_empty()) {
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO content_garbage (hash) SELECT ?1 \
+             WHERE NOT EXISTS (SELECT 1 FROM archived WHERE content_sha256 = ?1) \
+             AND NOT EXISTS (SELECT 1 FROM items WHERE content_sha256 = ?1)",
+        )?
+        .execute([&hash])?;
+    }
+    Ok(())
+}
+
+/// Adds `n` to retention's counter `key`, and notes when.
+fn count(tx: &Connection, key: &str, n: i64, at: Timestamp) -> rusqlite::Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    tx.prepare_cached(
+        "INSERT INTO retention (key, value) VALUES (?1, ?2) \
+         ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
+    )?
+    .execute(params![key, n])?;
+    tx.prepare_cached(
+        "INSERT INTO retention (key, value) VALUES ('last_deletion_at', ?1) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([at.0 as i64])?;
+    Ok(())
+}
+
 /// The archived message with this de-duplication key (the original's Message-ID and sent
 /// date), on `db` or inside a transaction on it.
 fn archived_with_key(
@@ -336,12 +447,24 @@ impl ArchiveIndex for SqliteIndex {
 
     fn newest_item_id(&self) -> ArchiveResult<Option<ItemId>> {
         // Queue ids are fixed-width upper-case hex: the greatest string is the greatest id.
-        self.db
+        let held = self
+            .db
             .query_row("SELECT MAX(id) FROM items", [], |r| {
                 r.get::<_, Option<String>>(0)
             })?
             .map(item_id)
-            .transpose()
+            .transpose()?;
+        // Retention may have deleted the newest: ids must still go on after it.
+        let deleted = self
+            .db
+            .query_row(
+                "SELECT value FROM retention WHERE key = 'newest_deleted_id'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(|v| ItemId(v as u64));
+        Ok(held.max(deleted))
     }
 
     fn retry_requests(&self) -> ArchiveResult<Vec<ItemId>> {
@@ -426,20 +549,138 @@ impl ArchiveIndex for SqliteIndex {
     }
 
     fn record_retired(&self, segments: &[u64], at: Timestamp) -> ArchiveResult<()> {
-        // Elsewhere NORMAL: in WAL mode, a FULL commit syncs the WAL, and with it every
-        // transaction before it.
-        self.db.pragma_update(None, "synchronous", "FULL")?;
-        let recorded = (|| -> rusqlite::Result<()> {
-            let tx = self.db.unchecked_transaction()?;
+        self.durably(|tx| {
             for &segment in segments {
                 tx.prepare_cached(
                     "INSERT OR REPLACE INTO spool_retired (segment, retired_at) VALUES (?1, ?2)",
                 )?
                 .execute(params![segment as i64, at.0 as i64])?;
             }
-            tx.commit()
-        })();
-        self.db.pragma_update(None, "synchronous", "NORMAL")?;
-        Ok(recorded?)
+            Ok(())
+        })
+    }
+
+    fn delete_expired(
+        &mut self,
+        expiries: &[Expiry],
+        holds: &Holds,
+        max: usize,
+        at: Timestamp,
+    ) -> ArchiveResult<Vec<ItemId>> {
+        let mut deleted: Vec<String> = Vec::new();
+        self.durably(|tx| {
+            for expiry in expiries {
+                let left = max.saturating_sub(deleted.len());
+                if left == 0 {
+                    break;
+                }
+                let (held, mut values) = not_held("a", holds);
+                values.splice(
+                    0..0,
+                    [
+                        expiry.definition.clone().into(),
+                        (expiry.received_before.0 as i64).into(),
+                        (left as i64).into(),
+                    ],
+                );
+                let sql = format!(
+                    "SELECT a.id FROM archived a JOIN items i ON i.id = a.id \
+                     WHERE i.definition = ?1 AND i.received_at < ?2 AND {held} \
+                     ORDER BY i.received_at LIMIT ?3"
+                );
+                let ids: Vec<String> = tx
+                    .prepare(&sql)?
+                    .query_map(rusqlite::params_from_iter(values), |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                for id in ids {
+                    delete_message(tx, &id)?;
+                    deleted.push(id);
+                }
+            }
+            if let Some(newest) = deleted.iter().max() {
+                let newest = newest.parse::<ItemId>().map_or(0, |i| i.0 as i64);
+                tx.execute(
+                    "INSERT INTO retention (key, value) VALUES ('newest_deleted_id', ?1) \
+                     ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+                    [newest],
+                )?;
+                count(tx, "deleted_messages", deleted.len() as i64, at)?;
+            }
+            Ok(())
+        })?;
+        deleted.into_iter().map(item_id).collect()
+    }
+
+    fn content_garbage(&self) -> ArchiveResult<Vec<ContentHash>> {
+        // Referenced again (the same content archived since): alive, not garbage.
+        self.db.execute(
+            "DELETE FROM content_garbage WHERE hash IN (SELECT content_sha256 FROM archived) \
+             OR hash IN (SELECT content_sha256 FROM items WHERE content_sha256 IS NOT NULL)",
+            [],
+        )?;
+        let mut stmt = self.db.prepare("SELECT hash FROM content_garbage")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut hashes = Vec::new();
+        for hash in rows {
+            hashes.extend(item_content(Some(hash?))?);
+        }
+        Ok(hashes)
+    }
+
+    fn content_removed(&self, hash: &ContentHash) -> ArchiveResult<()> {
+        self.db.execute(
+            "DELETE FROM content_garbage WHERE hash = ?1",
+            [hash.to_string()],
+        )?;
+        Ok(())
+    }
+
+    fn retired_before(&self, before: Timestamp) -> ArchiveResult<Vec<u64>> {
+        let mut stmt = self
+            .db
+            .prepare("SELECT segment FROM spool_retired WHERE retired_at < ?1 ORDER BY segment")?;
+        let rows = stmt.query_map([before.0 as i64], |r| r.get::<_, i64>(0))?;
+        Ok(rows
+            .map(|r| r.map(|s| s as u64))
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn any_held(&self, items: &[ItemId], holds: &Holds) -> ArchiveResult<bool> {
+        if items.iter().any(|i| holds.items.contains(i)) {
+            return Ok(true);
+        }
+        if holds.addresses.is_empty() && holds.items.is_empty() {
+            return Ok(false);
+        }
+        let (held, values) = not_held("a", holds);
+        // not_held numbers its parameters from ?4: the item is ?1 here (?2, ?3 unused).
+        let sql = format!(
+            "SELECT 1 FROM items i JOIN archived a \
+             ON a.id = CASE WHEN i.state = 'merged' THEN i.merged_into ELSE i.id END \
+             WHERE i.id = ?1 AND ?2 IS ?3 AND NOT ({held})"
+        );
+        let mut stmt = self.db.prepare(&sql)?;
+        for item in items {
+            let mut params: Vec<rusqlite::types::Value> = vec![
+                item.to_string().into(),
+                rusqlite::types::Value::Null,
+                rusqlite::types::Value::Null,
+            ];
+            params.extend(values.iter().cloned());
+            if stmt.exists(rusqlite::params_from_iter(params))? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn segment_deleted(&self, segment: u64, at: Timestamp) -> ArchiveResult<()> {
+        self.durably(|tx| {
+            let removed = tx.execute(
+                "DELETE FROM spool_retired WHERE segment = ?1",
+                [segment as i64],
+            )?;
+            count(tx, "deleted_segments", removed as i64, at)
+        })
     }
 }

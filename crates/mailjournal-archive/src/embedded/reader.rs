@@ -332,6 +332,30 @@ impl Reader {
         Ok(content::len_of(&self.content_dir, hash)?)
     }
 
+    /// What retention has done.
+    pub fn retention(&self) -> ArchiveResult<crate::RetentionCounts> {
+        let value = |key: &str| -> ArchiveResult<Option<i64>> {
+            // A database from before retention has no such table: nothing was deleted.
+            match self
+                .db
+                .query_row("SELECT value FROM retention WHERE key = ?1", [key], |r| {
+                    r.get::<_, i64>(0)
+                }) {
+                Ok(v) => Ok(Some(v)),
+                Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+                Err(rusqlite::Error::SqliteFailure(_, Some(m))) if m.contains("no such table") => {
+                    Ok(None)
+                }
+                Err(e) => Err(e.into()),
+            }
+        };
+        Ok(crate::RetentionCounts {
+            deleted_messages: value("deleted_messages")?.unwrap_or(0) as u64,
+            deleted_segments: value("deleted_segments")?.unwrap_or(0) as u64,
+            last_deletion_at: value("last_deletion_at")?.map(|t| Timestamp(t as u64)),
+        })
+    }
+
     /// The stored content with this hash (pending or durable).
     pub fn content(&self, hash: &ContentHash) -> ArchiveResult<Vec<u8>> {
         Ok(content::read_from(&self.content_dir, hash)?)

@@ -208,3 +208,130 @@ fn find_is_answered_from_indexes_never_a_scan_of_the_archive() {
         assert!(plan.iter().any(|step| step.contains("USING")), "{plan:#?}");
     }
 }
+
+/// Archives message `id` (for definition `definition`, received at `at` seconds) with these
+/// recipients and sender.
+fn archive_one(
+    store: &mut SqliteIndex,
+    id: u64,
+    definition: &str,
+    at: u64,
+    sender: &str,
+    recipients: &[&str],
+    content: u8,
+) {
+    store
+        .add_item(&NewItem {
+            id: ItemId(id),
+            definition,
+            sender: "<>",
+            recipient: "journaling@journal.example.com",
+            received_at: Timestamp(at * 1000),
+            size: 10,
+            log_offset: None,
+        })
+        .unwrap();
+    let archival = crate::Archival {
+        message_id: Some(format!("{id}@x")),
+        sent_date: None,
+        subject: None,
+        sender: Some(sender.into()),
+        on_behalf_of: None,
+        format: "eml".into(),
+        content: Some(mailjournal_queue::ContentHash([content; 32])),
+        recipients: recipients
+            .iter()
+            .map(|a| crate::ArchivedRecipient {
+                address: (*a).into(),
+                field: "bcc".into(),
+                expanded: None,
+                forwarded: None,
+            })
+            .collect(),
+        mailboxes: Vec::new(),
+    };
+    store
+        .archive(ItemId(id), &archival, 1, Timestamp(at * 1000))
+        .unwrap();
+}
+
+#[test]
+fn retention_deletes_what_expired_keeps_what_is_held_and_leaves_shared_content() {
+    use crate::{Expiry, Holds};
+    let dir = temp_dir("retention");
+    let mut store = index(&dir);
+    archive_one(&mut store, 1, "short", 10, "a@x", &["legal@x"], 1);
+    archive_one(&mut store, 2, "short", 20, "b@x", &["bob@x"], 2);
+    archive_one(&mut store, 3, "short", 30, "c@x", &["carol@x"], 3);
+    archive_one(&mut store, 4, "short", 40, "d@x", &["dave@x"], 9);
+    archive_one(&mut store, 5, "long", 10, "e@x", &["erin@x"], 9); // shares 4's content
+    archive_one(&mut store, 6, "short", 99, "f@x", &["frank@x"], 6); // not expired yet
+    let expiries = [Expiry {
+        definition: "short".into(),
+        received_before: Timestamp(50_000),
+    }];
+    let holds = Holds {
+        addresses: vec!["LEGAL@x".into()],
+        items: vec![ItemId(3)],
+    };
+    assert!(
+        store.any_held(&[ItemId(1)], &holds).unwrap(),
+        "by address, any case"
+    );
+    assert!(
+        store.any_held(&[ItemId(2), ItemId(3)], &holds).unwrap(),
+        "by item"
+    );
+    assert!(!store.any_held(&[ItemId(2), ItemId(4)], &holds).unwrap());
+    let deleted = store
+        .delete_expired(&expiries, &holds, 1, Timestamp(60_000))
+        .unwrap();
+    assert_eq!(
+        deleted,
+        [ItemId(2)],
+        "at most one a round, oldest first, held skipped"
+    );
+    let deleted = store
+        .delete_expired(&expiries, &holds, 100, Timestamp(60_000))
+        .unwrap();
+    assert_eq!(deleted, [ItemId(4)]);
+    assert!(
+        store
+            .delete_expired(&expiries, &holds, 100, Timestamp(60_000))
+            .unwrap()
+            .is_empty()
+    );
+    let reader = Reader::open(&dir).unwrap();
+    for (id, kept) in [
+        (1, true),
+        (2, false),
+        (3, true),
+        (4, false),
+        (5, true),
+        (6, true),
+    ] {
+        assert_eq!(reader.item(ItemId(id)).unwrap().is_some(), kept, "{id}");
+        assert_eq!(reader.message(ItemId(id)).unwrap().is_some(), kept, "{id}");
+    }
+    assert!(
+        reader
+            .find(&crate::Query {
+                recipient: Some("bob@x".into()),
+                ..Default::default()
+            })
+            .unwrap()
+            .is_empty()
+    );
+    // 2's content is garbage; 4's is still 5's. It survives a restart until removed.
+    drop(store);
+    let store = index(&dir);
+    let garbage = store.content_garbage().unwrap();
+    assert_eq!(garbage, [mailjournal_queue::ContentHash([2; 32])]);
+    store.content_removed(&garbage[0]).unwrap();
+    assert!(store.content_garbage().unwrap().is_empty());
+    let counts = reader.retention().unwrap();
+    assert_eq!(counts.deleted_messages, 2);
+    assert_eq!(counts.last_deletion_at, Some(Timestamp(60_000)));
+    // Ids go on after the newest, deleted or not.
+    assert_eq!(store.newest_item_id().unwrap(), Some(ItemId(6)));
+}

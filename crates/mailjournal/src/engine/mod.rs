@@ -76,6 +76,9 @@ pub struct EngineOptions {
     pub spool: SpoolOptions,
     /// Time between match attempts (the queue's default: a minute).
     pub attempt_interval: Duration,
+    /// How long a day of the retention periods lasts: a day, except in tests and
+    /// measurements that cannot wait for one.
+    pub retention_day: Duration,
 }
 
 impl EngineOptions {
@@ -85,6 +88,7 @@ impl EngineOptions {
             spool_dir: data_dir.join("spool"),
             spool: SpoolOptions::default(),
             attempt_interval: Duration::minutes(1),
+            retention_day: Duration::days(1),
         }
     }
 }
@@ -181,6 +185,10 @@ impl Engine {
             spool.ids_after(newest);
         }
         pipeline.retire_from(spool.segments());
+        pipeline.retain(
+            options.spool_dir.clone(),
+            Duration(options.retention_day.0.max(1)),
+        );
         tracing::info!(
             committed = recovery.committed,
             live_segments = recovery.segments.len(),

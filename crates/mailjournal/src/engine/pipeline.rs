@@ -143,6 +143,8 @@ pub(super) struct Pipeline {
     unwritten: HashSet<ItemId>,
     /// How long the next item the store failed for waits before it is tried again.
     heal_backoff: Duration,
+    /// Retention, when this pipeline runs it (see [`retention`]).
+    retention: Option<retention::RetentionPlan>,
     /// Bytes handed over with messages accepted in this round, dropped at its end.
     handed: HashMap<ItemId, Vec<u8>>,
     handoff: Arc<Handoff>,
@@ -312,6 +314,7 @@ impl Pipeline {
             in_batch_items: Vec::new(),
             unwritten: HashSet::new(),
             heal_backoff: HEAL_BACKOFF_MIN,
+            retention: None,
             handed: HashMap::new(),
             handoff: Arc::default(),
             stopping: Arc::default(),
@@ -429,6 +432,7 @@ impl Pipeline {
             if pruned {
                 self.retire_settled_segments(now);
             }
+            self.run_retention_if_due(now);
             if stop {
                 return;
             }
@@ -1131,5 +1135,6 @@ fn span_in(bytes: &[u8], message: std::borrow::Cow<'_, [u8]>) -> Span {
     }
 }
 
+mod retention;
 #[cfg(test)]
 mod tests;

@@ -52,6 +52,10 @@ pub(crate) struct ServeArgs {
     /// microseconds (default 2000, at most a second; 0 turns lingering off, for comparisons).
     #[arg(long, hide = true)]
     max_commit_linger_us: Option<u64>,
+    /// How many seconds a day of the retention periods lasts (default 86400): for tests and
+    /// measurements that cannot wait for days.
+    #[arg(long, hide = true)]
+    retention_day_seconds: Option<u64>,
 }
 
 fn dev_config() -> Config {
@@ -149,6 +153,9 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Serv
     let mut options = EngineOptions::new(&data_dir);
     options.attempt_interval = Duration::seconds(args.match_interval_seconds.max(1));
     options.spool.reserve_bytes = config.server.free_space_reserve_bytes;
+    if let Some(seconds) = args.retention_day_seconds {
+        options.retention_day = Duration::seconds(seconds.max(1));
+    }
     if let Some(bytes) = args.spool_segment_bytes {
         options.spool.segment_bytes = bytes.max(1);
     }
