@@ -74,7 +74,7 @@ pub use clock::{Clock, SystemClock};
 pub use completion::Commit;
 pub use read::{SpoolReader, read_as_received, usage};
 pub use recovery::Recovery;
-pub use segments::{Segments, Usage, delete_kept, kept_items};
+pub use segments::{Segments, Usage, delete_kept, kept_items, live_records};
 pub use writer::SpoolWriter;
 
 use std::fs::{self, File};

@@ -375,3 +375,26 @@ pub fn delete_kept(root: &Path, base: u64) -> io::Result<()> {
     fs::remove_file(&segment)?;
     sync_dir(&Place::Kept.dir(root))
 }
+
+/// Every record in the live segments of the spool in `root`, in commit order, read without
+/// changing anything (recovery is the running spool's): what a reader in another process
+/// needs to tell which messages the spool holds that the archive may not have recorded yet.
+/// Memory grows with the live segments, which hold only what is not settled yet.
+pub fn live_records(root: &Path) -> io::Result<Vec<crate::Record>> {
+    let mut records = Vec::new();
+    for base in list(root, Place::Live)? {
+        let file = match File::open(path(root, Place::Live, base)) {
+            Ok(file) => file,
+            // Retired meanwhile.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        frame::for_each_frame(&file, |frame| {
+            let mut record = frame.record;
+            record.location.segment = base;
+            record.location.log_offset = record.location.log_offset.map(|at| base + at);
+            records.push(record);
+        })?;
+    }
+    Ok(records)
+}

@@ -564,6 +564,25 @@ async fn a_failed_sync_refuses_every_commit_until_a_restart_and_raises_the_alarm
     assert_eq!(after.size, 5, "a restart makes the spool usable again");
 }
 
+#[tokio::test]
+async fn another_process_can_list_the_live_records_without_recovering() {
+    let dir = temp_dir("live-records");
+    let (spool, _, _) = open_with(&dir, one_batch_per_segment());
+    let first = commit_bytes(&spool, b"one").await;
+    let second = commit_bytes(&spool, b"two").await;
+    let listed = live_records(&dir.join("spool")).unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|r| (r.id, r.location))
+            .collect::<Vec<_>>(),
+        [(first.id, first.location), (second.id, second.location)]
+    );
+    spool.segments().retire(first.location.segment).unwrap();
+    let listed = live_records(&dir.join("spool")).unwrap();
+    assert_eq!(listed.iter().map(|r| r.id).collect::<Vec<_>>(), [second.id]);
+}
+
 #[test]
 fn every_committed_record_reaches_the_consumer_once_durable_with_inline_bytes_only() {
     let dir = temp_dir("consumer");

@@ -13,6 +13,9 @@ use serde_json::{Value, json};
 
 use crate::clock;
 
+/// The reason shown for a spooled message the archive has not recorded.
+const UNRECORDED: &str = "accepted and spooled; not in the archive index yet (if this lasts, the archive store is failing: see the log)";
+
 pub(crate) fn status(data_dir: &Path, as_json: bool, limit: usize) -> ExitCode {
     match read_status(data_dir, limit) {
         Ok(value) => {
@@ -48,33 +51,91 @@ fn read_status(data_dir: &Path, limit: usize) -> ArchiveResult<Value> {
             })
         })
         .collect();
-    let counts: serde_json::Map<String, Value> = archive
+    let mut counts: serde_json::Map<String, Value> = archive
         .counts()?
         .into_iter()
         .map(|(state, n)| (state.as_str().to_owned(), json!(n)))
         .collect();
+    // Messages the spool holds that the archive has not recorded (yet): just committed, or
+    // the archive store failing. Shown too, so that nothing accepted is out of sight.
+    let unrecorded: Vec<Value> = mailjournal::spool::live_records(&data_dir.join("spool"))
+        .unwrap_or_default()
+        .into_iter()
+        .rev()
+        .filter(|r| matches!(archive.item(r.id), Ok(None)))
+        .map(|r| {
+            let journal = r
+                .envelope
+                .journal
+                .clone()
+                .or(r.envelope.recipients.first().cloned());
+            json!({
+                "id": r.id.to_string(),
+                "state": mailjournal::queue::StateName::Waiting.as_str(),
+                "definition": journal,
+                "sender": r.envelope.mail_from.as_deref().unwrap_or("<>"),
+                "recipient": journal,
+                "received_at": clock::rfc3339(r.envelope.received_at),
+                "attempts": 0,
+                "reason": UNRECORDED,
+            })
+        })
+        .collect();
+    if !unrecorded.is_empty() {
+        let waiting = counts.get("waiting").and_then(Value::as_u64).unwrap_or(0);
+        counts.insert(
+            "waiting".to_owned(),
+            json!(waiting + unrecorded.len() as u64),
+        );
+    }
     let oldest_pending_age = archive
         .oldest_pending()?
         .map(|t| now.since(t).as_millis() / 1000);
-    let items: Vec<Value> = archive
-        .items((limit != 0).then_some(limit))?
-        .into_iter()
-        .map(|item| {
-            let mut value = json!({
-                "id": item.id.to_string(),
-                "state": item.state.as_str(),
-                "definition": item.definition,
-                "sender": item.sender,
-                "recipient": item.recipient,
-                "received_at": clock::rfc3339(item.received_at),
-                "attempts": item.attempts,
-            });
-            if let Some(reason) = item.reason {
-                value["reason"] = json!(reason);
+    let mut items: Vec<Value> = unrecorded;
+    items.extend(
+        archive
+            .items((limit != 0).then_some(limit))?
+            .into_iter()
+            .map(|item| {
+                let mut value = json!({
+                    "id": item.id.to_string(),
+                    "state": item.state.as_str(),
+                    "definition": item.definition,
+                    "sender": item.sender,
+                    "recipient": item.recipient,
+                    "received_at": clock::rfc3339(item.received_at),
+                    "attempts": item.attempts,
+                });
+                if let Some(reason) = item.reason {
+                    value["reason"] = json!(reason);
+                }
+                value
+            }),
+    );
+    if limit != 0 {
+        items.truncate(limit);
+    }
+    // When the archive store fails (a full disk, say) it cannot record why; the engine's
+    // health file, overwritten in place, still says it.
+    let health = mailjournal::engine::read_health(&mailjournal::engine::health_path(data_dir));
+    let archive_store = match &health {
+        Some(mailjournal::engine::StoreHealth::Failing { since, error }) => {
+            let reason =
+                format!("the archive store is failing: {error} (tried again automatically)");
+            for item in &mut items {
+                let settled = item["state"]
+                    .as_str()
+                    .and_then(|s| s.parse::<mailjournal::queue::StateName>().ok())
+                    .is_some_and(|s| s.is_settled());
+                if !settled && !item["reason"].is_string() {
+                    item["reason"] = json!(reason);
+                }
             }
-            value
-        })
-        .collect();
+            json!({"state": "failing", "since": clock::rfc3339(*since), "error": error})
+        }
+        Some(mailjournal::engine::StoreHealth::Ok) => json!({"state": "ok"}),
+        None => Value::Null,
+    };
     // A data directory without a spool yet (the server never ran) holds nothing there.
     let spool = mailjournal::spool::usage(&data_dir.join("spool")).unwrap_or_default();
     let retention = archive.retention()?;
@@ -87,6 +148,7 @@ fn read_status(data_dir: &Path, limit: usize) -> ArchiveResult<Value> {
             "kept_segments": spool.kept_segments,
             "kept_bytes": spool.kept_bytes,
         },
+        "archive_store": archive_store,
         "retention": {
             "deleted_messages": retention.deleted_messages,
             "deleted_as_received_segments": retention.deleted_segments,
@@ -126,6 +188,13 @@ fn print_text(value: &Value) {
         spool["kept_segments"],
         megabytes(&spool["kept_bytes"])
     );
+    if value["archive_store"]["state"] == "failing" {
+        println!(
+            "Archive store FAILING since {}: {}",
+            value["archive_store"]["since"].as_str().unwrap_or(""),
+            value["archive_store"]["error"].as_str().unwrap_or("")
+        );
+    }
     let retention = &value["retention"];
     if retention["last_deletion_at"].is_string() {
         println!(

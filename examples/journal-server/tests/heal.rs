@@ -106,6 +106,17 @@ fn a_full_archive_file_system_heals_without_a_restart_or_a_retry() {
         0,
         "archived on a full disk? {during}"
     );
+    assert_eq!(during["archive_store"]["state"], "failing", "{during}");
+    // While the store fails, every item is in sight, with why it is not archived.
+    let shown = during["queue"]["items"].as_array().unwrap();
+    for id in &ids {
+        let item = shown
+            .iter()
+            .find(|i| i["id"] == id.as_str())
+            .unwrap_or_else(|| panic!("{id} out of sight while the store fails: {during}"));
+        assert_eq!(item["state"], "waiting", "{item}");
+        assert!(item["reason"].is_string(), "no reason shown: {item}");
+    }
     assert!(server.0.try_wait().unwrap().is_none(), "the server stopped");
 
     // Space again: every item is archived by the same process, with no retry asked for.
@@ -123,6 +134,7 @@ fn a_full_archive_file_system_heals_without_a_restart_or_a_retry() {
         server.0.try_wait().unwrap().is_none(),
         "healed by a restart"
     );
+    assert_eq!(healed["archive_store"]["state"], "ok", "{healed}");
     let items = healed["queue"]["items"].as_array().unwrap();
     for id in &ids {
         let item = items.iter().find(|i| i["id"] == id.as_str()).unwrap();

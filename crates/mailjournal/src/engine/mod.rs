@@ -47,9 +47,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod health;
 mod in_flow;
 mod pipeline;
 
+pub use health::{StoreHealth, health_path, read_health};
 pub use in_flow::{BEHIND_FROM, CAUGHT_UP_BELOW, IN_FLOW_DELAY, InFlow};
 
 use std::future::Future;
@@ -79,6 +81,9 @@ pub struct EngineOptions {
     /// How long a day of the retention periods lasts: a day, except in tests and
     /// measurements that cannot wait for one.
     pub retention_day: Duration,
+    /// Where the archive store's health is told to other processes (see [`read_health`]);
+    /// `None`: nowhere.
+    pub health_file: Option<PathBuf>,
 }
 
 impl EngineOptions {
@@ -89,6 +94,7 @@ impl EngineOptions {
             spool: SpoolOptions::default(),
             attempt_interval: Duration::minutes(1),
             retention_day: Duration::days(1),
+            health_file: Some(health_path(data_dir)),
         }
     }
 }
@@ -157,6 +163,14 @@ impl Engine {
             Duration(options.attempt_interval.0.max(1)),
         );
         pipeline.record_connectors()?;
+        if let Some(path) = &options.health_file {
+            match health::HealthFile::open(path) {
+                Ok(file) => pipeline.report_health(file),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "no health file: status cannot say when the archive store fails")
+                }
+            }
+        }
         let newest = pipeline.newest_item_id()?;
         let (input, inputs) = std::sync::mpsc::channel();
         let handoff = pipeline.handoff();

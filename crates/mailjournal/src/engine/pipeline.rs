@@ -145,6 +145,13 @@ pub(super) struct Pipeline {
     heal_backoff: Duration,
     /// Retention, when this pipeline runs it (see [`retention`]).
     retention: Option<retention::RetentionPlan>,
+    /// Where the archive store's health is told to other processes.
+    health: Option<super::health::HealthFile>,
+    /// Set when the store failed during the open transaction.
+    store_error_in_batch: bool,
+    /// Items waiting for the archive store to work again: the store counts as healthy
+    /// only once none is left.
+    awaiting_store: HashSet<ItemId>,
     /// Bytes handed over with messages accepted in this round, dropped at its end.
     handed: HashMap<ItemId, Vec<u8>>,
     handoff: Arc<Handoff>,
@@ -315,6 +322,9 @@ impl Pipeline {
             unwritten: HashSet::new(),
             heal_backoff: HEAL_BACKOFF_MIN,
             retention: None,
+            health: None,
+            store_error_in_batch: false,
+            awaiting_store: HashSet::new(),
             handed: HashMap::new(),
             handoff: Arc::default(),
             stopping: Arc::default(),
@@ -342,6 +352,11 @@ impl Pipeline {
     /// The greatest item id the archive holds.
     pub(super) fn newest_item_id(&self) -> mailjournal_archive::ArchiveResult<Option<ItemId>> {
         self.index.newest_item_id()
+    }
+
+    /// Tells the archive store's health to other processes through `health`.
+    pub(super) fn report_health(&mut self, health: super::health::HealthFile) {
+        self.health = Some(health);
     }
 
     /// Hands over the spool's live segments, to retire once their records are settled.
@@ -442,11 +457,18 @@ impl Pipeline {
     /// Commits the open index transaction, if any.
     fn end_batch(&mut self) {
         let touched = std::mem::take(&mut self.in_batch_items);
+        let store_error = std::mem::take(&mut self.store_error_in_batch);
         if !std::mem::take(&mut self.in_batch) {
             return;
         }
         match self.index.end_batch() {
             Ok(()) => {
+                if !store_error
+                    && self.awaiting_store.is_empty()
+                    && let Some(health) = &mut self.health
+                {
+                    health.ok();
+                }
                 for id in &touched {
                     self.unwritten.remove(id);
                 }
@@ -467,8 +489,12 @@ impl Pipeline {
                 self.store_failed = true;
                 tracing::error!(error = %e, items = touched.len(), "archive store commit failed: its items start over");
                 let now = self.clock.now();
+                if let Some(health) = &mut self.health {
+                    health.failing(&e.to_string(), now);
+                }
                 for id in touched {
                     self.unwritten.insert(id);
+                    self.awaiting_store.insert(id);
                     self.heal(id, now);
                 }
                 self.heal_backoff = Duration((self.heal_backoff.0 * 2).min(HEAL_BACKOFF_MAX.0));
@@ -481,6 +507,9 @@ impl Pipeline {
     fn heal(&mut self, id: ItemId, now: Timestamp) {
         if self.queue.reopen(id, now, self.heal_backoff).is_ok() {
             tracing::debug!(%id, after_ms = self.heal_backoff.0, "item tried again later");
+        } else {
+            // Not in the queue (any more): nothing of it waits for the store.
+            self.awaiting_store.remove(&id);
         }
     }
 
@@ -783,6 +812,7 @@ impl Pipeline {
                     Action::Archive(id) => self.archive(id, now),
                     Action::Expire(id) => {
                         self.in_batch_items.push(id);
+                        self.awaiting_store.remove(&id);
                         let _ = self.index.set_state(
                             id,
                             StateName::Expired,
@@ -825,10 +855,16 @@ impl Pipeline {
                 now,
             );
             tracing::error!(%id, error = %e, storage_full = e.is_storage_full(), "archive store failed: the item is tried again later");
+            self.store_error_in_batch = true;
+            self.awaiting_store.insert(id);
+            if let Some(health) = &mut self.health {
+                health.failing(&e.to_string(), now);
+            }
             self.heal(id, now);
             self.heal_backoff = Duration((self.heal_backoff.0 * 2).min(HEAL_BACKOFF_MAX.0));
             return;
         }
+        self.awaiting_store.remove(&id);
         let _ = self.queue.on_failed(id, reason.clone(), now);
         let _ = self.index.set_state(
             id,
@@ -889,6 +925,7 @@ impl Pipeline {
                     display_sender.as_deref(),
                     now,
                 );
+                self.awaiting_store.remove(&id);
                 tracing::info!(%id, reason, "not archived");
                 None
             }
@@ -922,6 +959,7 @@ impl Pipeline {
                             let _ = self
                                 .queue
                                 .on_match_result(id, MatchResult::Found(target), now);
+                            self.awaiting_store.remove(&id);
                             tracing::debug!(%id, into = %target, "merged");
                         }
                         Err(e) => self.fail(id, &e.into(), now),
@@ -974,6 +1012,7 @@ impl Pipeline {
         match result {
             Ok(target) => {
                 let _ = self.queue.on_archived(id, now);
+                self.awaiting_store.remove(&id);
                 tracing::debug!(%id, archived_as = %target, "archived");
             }
             Err(error) => self.fail(id, &error, now),
