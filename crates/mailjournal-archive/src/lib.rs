@@ -43,6 +43,7 @@
 
 #[cfg(feature = "embedded")]
 pub mod embedded;
+pub mod export;
 
 use std::io;
 

@@ -1,7 +1,6 @@
 //! `show`, `find` and `export`: what the archive knows, for people. Formatting only: the
 //! queries are `mailjournal::archive::embedded::Reader`'s.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -9,8 +8,6 @@ use mailjournal::archive::embedded::Reader;
 use mailjournal::archive::{ArchiveResult, ArchivedMessage, Query};
 use mailjournal::queue::ItemId;
 use serde_json::{Value, json};
-
-use crate::clock;
 
 /// The filters `find` and `export` share.
 #[derive(Debug, clap::Args)]
@@ -34,7 +31,7 @@ pub(crate) struct Filters {
 }
 
 fn instant(text: &str) -> Result<mailjournal::queue::Timestamp, String> {
-    clock::parse_instant(text)
+    mailjournal::queue::Timestamp::parse_utc(text)
         .ok_or_else(|| format!("{text:?}: expected 2026-12-01 or 2026-12-01T10:00:00Z"))
 }
 
@@ -77,7 +74,7 @@ fn message_json(archive: &Reader, asked: ItemId, m: &ArchivedMessage) -> Archive
                 "id": r.id.to_string(),
                 "state": r.state.as_str(),
                 "definition": r.definition,
-                "received_at": clock::rfc3339(r.received_at),
+                "received_at": r.received_at.rfc3339(),
             })
         })
         .collect();
@@ -97,8 +94,8 @@ fn message_json(archive: &Reader, asked: ItemId, m: &ArchivedMessage) -> Archive
         "format": m.format,
         "content_sha256": m.content.to_string(),
         "size": archive.content_len(&m.content).ok(),
-        "received_at": clock::rfc3339(m.received_at),
-        "archived_at": clock::rfc3339(m.archived_at),
+        "received_at": m.received_at.rfc3339(),
+        "archived_at": m.archived_at.rfc3339(),
         "recipients": recipients,
         "mailboxes": m.mailboxes,
         "reports": reports,
@@ -217,7 +214,7 @@ pub(crate) fn find(data_dir: &Path, filters: &Filters, as_json: bool, limit: usi
         if as_json {
             let value = json!({
                 "id": m.id.to_string(),
-                "received_at": clock::rfc3339(m.received_at),
+                "received_at": m.received_at.rfc3339(),
                 "sender": m.sender,
                 "subject": m.subject,
                 "message_id": m.message_id,
@@ -229,7 +226,7 @@ pub(crate) fn find(data_dir: &Path, filters: &Filters, as_json: bool, limit: usi
             println!(
                 "{}  {}  {:<30} {}",
                 m.id,
-                clock::rfc3339(m.received_at),
+                m.received_at.rfc3339(),
                 m.sender.as_deref().unwrap_or("-"),
                 m.subject.as_deref().unwrap_or("")
             );
@@ -245,64 +242,6 @@ pub(crate) enum ExportFormat {
     Mbox,
     /// A directory of `<ID>.eml` files.
     Eml,
-}
-
-/// The envelope as a header block put before the archived form (only with
-/// `--with-envelope`: a Bcc list is exactly what an export must not leak by default).
-fn envelope_block(m: &ArchivedMessage) -> Vec<u8> {
-    // Header values are single lines: nothing the archive holds may start a field of its own.
-    let one_line = |v: &str| v.replace(['\r', '\n', '\0'], " ");
-    let mut block = format!("X-Mailjournal-Id: {}\r\n", m.id);
-    if let Some(sender) = &m.sender {
-        block += &format!("X-Mailjournal-Envelope-Sender: {}\r\n", one_line(sender));
-    }
-    if let Some(on_behalf_of) = &m.on_behalf_of {
-        block += &format!(
-            "X-Mailjournal-Envelope-On-Behalf-Of: {}\r\n",
-            one_line(on_behalf_of)
-        );
-    }
-    for r in &m.recipients {
-        let r = &r.recipient;
-        block += &format!(
-            "X-Mailjournal-Envelope-Recipient: {}; field={}",
-            one_line(&r.address),
-            one_line(&r.field)
-        );
-        if let Some(group) = &r.expanded {
-            block += &format!("; expanded={}", one_line(group));
-        }
-        if let Some(from) = &r.forwarded {
-            block += &format!("; forwarded={}", one_line(from));
-        }
-        block += "\r\n";
-    }
-    block.into_bytes()
-}
-
-/// Appends one message to an mbox in the mboxrd form: a `From ` separator line, every line
-/// of the content that starts with `>*From ` quoted once more, a blank line after it.
-fn append_mbox(out: &mut impl Write, m: &ArchivedMessage, content: &[u8]) -> std::io::Result<()> {
-    let sender = m
-        .sender
-        .as_deref()
-        .filter(|s| !s.is_empty() && !s.contains(char::is_whitespace))
-        .unwrap_or("MAILER-DAEMON");
-    writeln!(out, "From {sender} {}", clock::asctime(m.received_at))?;
-    for line in content.split_inclusive(|b| *b == b'\n') {
-        let unquoted = line
-            .iter()
-            .position(|b| *b != b'>')
-            .map_or(&line[..0], |at| &line[at..]);
-        if unquoted.starts_with(b"From ") {
-            out.write_all(b">")?;
-        }
-        out.write_all(line)?;
-    }
-    if !content.ends_with(b"\n") {
-        out.write_all(b"\n")?;
-    }
-    out.write_all(b"\n")
 }
 
 pub(crate) fn export(
@@ -329,13 +268,13 @@ pub(crate) fn export(
                 continue;
             };
             let mut bytes = if with_envelope {
-                envelope_block(&m)
+                mailjournal::archive::export::envelope_block(&m)
             } else {
                 Vec::new()
             };
             bytes.extend_from_slice(&archive.content(&m.content)?);
             match &mut mbox {
-                Some(out) => append_mbox(out, &m, &bytes)?,
+                Some(out) => mailjournal::archive::export::append_mbox(out, &m, &bytes)?,
                 None => std::fs::write(output.join(format!("{}.eml", m.id)), &bytes)?,
             }
             written += 1;

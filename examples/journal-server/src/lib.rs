@@ -2,7 +2,6 @@
 //! is [`main`]; everything else is wiring of the `mailjournal` crates.
 
 mod archive_cmd;
-mod clock;
 mod config_cmd;
 mod inspect;
 mod serve;

@@ -11,8 +11,6 @@ use mailjournal::queue::{Connector, Duration, ItemId};
 use mailjournal::spool::{Clock, SystemClock};
 use serde_json::{Value, json};
 
-use crate::clock;
-
 /// The reason shown for a spooled message the archive has not recorded.
 const UNRECORDED: &str = "accepted and spooled; not in the archive index yet (if this lasts, the archive store is failing: see the log)";
 
@@ -47,7 +45,7 @@ fn read_status(data_dir: &Path, limit: usize) -> ArchiveResult<Value> {
                 "description": c.description,
                 "service_email_address": c.service_email_address,
                 "status": status.name(),
-                "last_message_at": c.last_message_at.map(clock::rfc3339),
+                "last_message_at": c.last_message_at.map(mailjournal::queue::Timestamp::rfc3339),
             })
         })
         .collect();
@@ -75,7 +73,7 @@ fn read_status(data_dir: &Path, limit: usize) -> ArchiveResult<Value> {
                 "definition": journal,
                 "sender": r.envelope.mail_from.as_deref().unwrap_or("<>"),
                 "recipient": journal,
-                "received_at": clock::rfc3339(r.envelope.received_at),
+                "received_at": r.envelope.received_at.rfc3339(),
                 "attempts": 0,
                 "reason": UNRECORDED,
             })
@@ -103,7 +101,7 @@ fn read_status(data_dir: &Path, limit: usize) -> ArchiveResult<Value> {
                     "definition": item.definition,
                     "sender": item.sender,
                     "recipient": item.recipient,
-                    "received_at": clock::rfc3339(item.received_at),
+                    "received_at": item.received_at.rfc3339(),
                     "attempts": item.attempts,
                 });
                 if let Some(reason) = item.reason {
@@ -131,7 +129,7 @@ fn read_status(data_dir: &Path, limit: usize) -> ArchiveResult<Value> {
                     item["reason"] = json!(reason);
                 }
             }
-            json!({"state": "failing", "since": clock::rfc3339(*since), "error": error})
+            json!({"state": "failing", "since": *since.rfc3339(), "error": error})
         }
         Some(mailjournal::engine::StoreHealth::Ok) => json!({"state": "ok"}),
         None => Value::Null,
@@ -152,7 +150,7 @@ fn read_status(data_dir: &Path, limit: usize) -> ArchiveResult<Value> {
         "retention": {
             "deleted_messages": retention.deleted_messages,
             "deleted_as_received_segments": retention.deleted_segments,
-            "last_deletion_at": retention.last_deletion_at.map(clock::rfc3339),
+            "last_deletion_at": retention.last_deletion_at.map(mailjournal::queue::Timestamp::rfc3339),
         },
     }))
 }
