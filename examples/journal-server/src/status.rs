@@ -12,7 +12,8 @@ use mailjournal::spool::{Clock, SystemClock};
 use serde_json::{Value, json};
 
 /// The reason shown for a spooled message the archive has not recorded.
-const UNRECORDED: &str = "accepted and spooled; not in the archive index yet (if this lasts, the archive store is failing: see the log)";
+const UNRECORDED: &str =
+    "accepted and spooled; the failing archive store has not recorded it yet (see the log)";
 
 pub(crate) fn status(data_dir: &Path, as_json: bool, limit: usize) -> ExitCode {
     match read_status(data_dir, limit) {
@@ -54,10 +55,23 @@ fn read_status(data_dir: &Path, limit: usize) -> ArchiveResult<Value> {
         .into_iter()
         .map(|(state, n)| (state.as_str().to_owned(), json!(n)))
         .collect();
-    // Messages the spool holds that the archive has not recorded (yet): just committed, or
-    // the archive store failing. Shown too, so that nothing accepted is out of sight.
-    let unrecorded: Vec<Value> = mailjournal::spool::live_records(&data_dir.join("spool"))
-        .unwrap_or_default()
+    // When the archive store fails (a full disk, say) it cannot record why; the engine's
+    // health file, overwritten in place, still says it.
+    let health = mailjournal::engine::read_health(&mailjournal::engine::health_path(data_dir));
+    let failing = matches!(
+        health,
+        Some(mailjournal::engine::StoreHealth::Failing { .. })
+    );
+    // While it fails, the messages the spool holds that the index has not recorded (a failed
+    // transaction lost them) are shown too, so that nothing accepted is out of sight. Not
+    // otherwise: then a record the index lacks is one just committed, or one retention
+    // deleted while its segment is still live.
+    let live = if failing {
+        mailjournal::spool::live_records(&data_dir.join("spool")).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let unrecorded: Vec<Value> = live
         .into_iter()
         .rev()
         .filter(|r| matches!(archive.item(r.id), Ok(None)))
@@ -113,9 +127,6 @@ fn read_status(data_dir: &Path, limit: usize) -> ArchiveResult<Value> {
     if limit != 0 {
         items.truncate(limit);
     }
-    // When the archive store fails (a full disk, say) it cannot record why; the engine's
-    // health file, overwritten in place, still says it.
-    let health = mailjournal::engine::read_health(&mailjournal::engine::health_path(data_dir));
     let archive_store = match &health {
         Some(mailjournal::engine::StoreHealth::Failing { since, error }) => {
             let reason =

@@ -17,19 +17,12 @@ fn bin() -> &'static str {
 }
 
 fn start(dir: &Path) -> (common::ServerProcess, u16) {
-    let config = dir.join("journal.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nhostname = \"mx.journal.contoso.com\"\ndata_dir = \"{}\"\n\
-             [[internal_domain]]\nname = \"contoso.com\"\ninbound_checks = \"default_checks\"\n\
-             [[internal_domain]]\nname = \"journal.contoso.com\"\n\
-             [[journal]]\ndescription = \"Microsoft 365\"\nservice_email_address = \"journaling@journal.contoso.com\"\n\
-             additional_source_ip_ranges = [\"127.0.0.0/8\"]\nencrypted = false\ndelivery_wait_attempts = 1\n",
-            dir.join("data").display()
-        ),
-    )
-    .unwrap();
+    let config = common::contoso_config(
+        dir,
+        "",
+        "description = \"Microsoft 365\"\ndelivery_wait_attempts = 1",
+        "",
+    );
     common::serve(&config, &["--match-interval-seconds", "1"])
 }
 

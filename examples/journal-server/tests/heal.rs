@@ -34,21 +34,6 @@ fn message(n: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-fn states(data: &Path) -> serde_json::Value {
-    let out = Command::new(bin())
-        .args([
-            "status",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--json",
-            "--limit",
-            "0",
-        ])
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
-}
-
 fn count(status: &serde_json::Value, state: &str) -> u64 {
     status["queue"]["counts"][state].as_u64().unwrap_or(0)
 }
@@ -81,26 +66,19 @@ fn a_full_archive_file_system_heals_without_a_restart_or_a_retry() {
     }
     let _mounted = Mounted(dir.clone());
     let data = dir.join("data");
-    let config = dir.join("journal.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nhostname = \"mx.journal.contoso.com\"\ndata_dir = \"{}\"\nfree_space_reserve_bytes = 1048576\n\
-             [[internal_domain]]\nname = \"contoso.com\"\ninbound_checks = \"default_checks\"\n\
-             [[internal_domain]]\nname = \"journal.contoso.com\"\n\
-             [[journal]]\ndescription = \"heal\"\nservice_email_address = \"journaling@journal.contoso.com\"\n\
-             additional_source_ip_ranges = [\"127.0.0.0/8\"]\nencrypted = false\njournal_type = \"eml\"\n",
-            data.display()
-        ),
-    )
-    .unwrap();
+    let config = common::contoso_config(
+        &dir,
+        "free_space_reserve_bytes = 1048576",
+        "description = \"heal\"\njournal_type = \"eml\"",
+        "",
+    );
     let (mut server, port) = common::serve(&config, &["--match-interval-seconds", "2"]);
     let ids: Vec<String> = (0..20).map(|n| common::send(port, &message(n))).collect();
     // Full before the first archiving (three attempts two seconds apart: 4 s).
     let filler = dir.join("filler");
     fill(&filler);
     std::thread::sleep(Duration::from_secs(12));
-    let during = states(&data);
+    let during = common::status_json(&data);
     assert_eq!(
         count(&during, "archived"),
         0,
@@ -123,7 +101,7 @@ fn a_full_archive_file_system_heals_without_a_restart_or_a_retry() {
     std::fs::remove_file(&filler).unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     let healed = loop {
-        let status = states(&data);
+        let status = common::status_json(&data);
         if count(&status, "archived") == ids.len() as u64 {
             break status;
         }

@@ -15,21 +15,6 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_journal-server")
 }
 
-fn status(data: &Path) -> serde_json::Value {
-    let out = Command::new(bin())
-        .args([
-            "status",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--json",
-            "--limit",
-            "0",
-        ])
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn message(n: usize, to: &str) -> Vec<u8> {
     format!(
         "From: alice@contoso.com\r\nTo: {to}\r\nMessage-ID: <keep-{n}@contoso.com>\r\nSubject: retention {n}\r\n\r\n{}\r\n",
@@ -57,22 +42,12 @@ fn expired_messages_and_copies_go_and_held_ones_stay() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let data = dir.join("data");
-    let config = dir.join("journal.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nhostname = \"mx.journal.contoso.com\"\ndata_dir = \"{}\"\n\
-             [[internal_domain]]\nname = \"contoso.com\"\ninbound_checks = \"default_checks\"\n\
-             [[internal_domain]]\nname = \"journal.contoso.com\"\n\
-             [[journal]]\ndescription = \"kept briefly\"\nservice_email_address = \"journaling@journal.contoso.com\"\n\
-             additional_source_ip_ranges = [\"127.0.0.0/8\"]\nencrypted = false\njournal_type = \"eml\"\n\
-             delivery_wait_attempts = 1\nretention_days = 3\n\
-             [retention]\nas_received_days = 1\n\
-             [[legal_hold]]\naddress = \"Legal@contoso.com\"\nreason = \"case 42\"\n",
-            data.display()
-        ),
-    )
-    .unwrap();
+    let config = common::contoso_config(
+        &dir,
+        "",
+        "description = \"kept briefly\"\njournal_type = \"eml\"\ndelivery_wait_attempts = 1\nretention_days = 3",
+        "[retention]\nas_received_days = 1\n[[legal_hold]]\naddress = \"Legal@contoso.com\"\nreason = \"case 42\"\n",
+    );
     let check = Command::new(bin())
         .args(["check-config", config.to_str().unwrap()])
         .output()
@@ -100,8 +75,12 @@ fn expired_messages_and_copies_go_and_held_ones_stay() {
         .collect();
     let archived = |s: &serde_json::Value| s["queue"]["counts"]["archived"].as_u64().unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while archived(&status(&data)) < 13 {
-        assert!(Instant::now() < deadline, "not archived: {}", status(&data));
+    while archived(&common::status_json(&data)) < 13 {
+        assert!(
+            Instant::now() < deadline,
+            "not archived: {}",
+            common::status_json(&data)
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let content_files = files(&data.join("archive"));
@@ -111,7 +90,7 @@ fn expired_messages_and_copies_go_and_held_ones_stay() {
     // minute), and their copies go one "day" after that.
     let deadline = Instant::now() + Duration::from_secs(150);
     let after = loop {
-        let s = status(&data);
+        let s = common::status_json(&data);
         if s["retention"]["deleted_messages"] == 12
             && s["retention"]["deleted_as_received_segments"]
                 .as_u64()

@@ -94,3 +94,38 @@ pub(crate) fn send(port: u16, message: &[u8]) -> String {
     let _ = stream.write_all(b"QUIT\r\n");
     id.trim().to_owned()
 }
+
+/// `status --json --limit 0` of `data_dir`, parsed (null when it printed nothing parsable).
+pub(crate) fn status_json(data_dir: &Path) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_journal-server"))
+        .args(["status", "--data-dir", data_dir.to_str().unwrap()])
+        .args(["--json", "--limit", "0"])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// Writes `dir/journal.toml`: a clear-text definition for `journaling@journal.contoso.com`
+/// from 127.0.0.0/8 over `dir/data`, with `server` and `journal` lines added to those
+/// tables and `rest` appended. Returns its path.
+pub(crate) fn contoso_config(
+    dir: &Path,
+    server: &str,
+    journal: &str,
+    rest: &str,
+) -> std::path::PathBuf {
+    let config = dir.join("journal.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nhostname = \"mx.journal.contoso.com\"\ndata_dir = \"{}\"\n{server}\n\
+             [[internal_domain]]\nname = \"contoso.com\"\ninbound_checks = \"default_checks\"\n\
+             [[internal_domain]]\nname = \"journal.contoso.com\"\n\
+             [[journal]]\nservice_email_address = \"journaling@journal.contoso.com\"\n\
+             additional_source_ip_ranges = [\"127.0.0.0/8\"]\nencrypted = false\n{journal}\n{rest}",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    config
+}
