@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use mailjournal::archive::embedded::Reader;
+use mailjournal::archive::embedded::{ItemRow, Reader};
 use mailjournal::archive::{ArchiveResult, ArchivedMessage, Query};
 use mailjournal::queue::ItemId;
 use serde_json::{Value, json};
@@ -52,7 +52,13 @@ impl Filters {
 }
 
 /// The `show` JSON of an archived message (keys in `docs/CONTRACTS.md`).
-fn message_json(archive: &Reader, asked: ItemId, m: &ArchivedMessage) -> ArchiveResult<Value> {
+/// `item` is the row of the item asked for (a merged report's own state and reason).
+fn message_json(
+    archive: &Reader,
+    asked: ItemId,
+    item: Option<&ItemRow>,
+    m: &ArchivedMessage,
+) -> ArchiveResult<Value> {
     let recipients: Vec<Value> = m
         .recipients
         .iter()
@@ -78,7 +84,6 @@ fn message_json(archive: &Reader, asked: ItemId, m: &ArchivedMessage) -> Archive
             })
         })
         .collect();
-    let item = archive.item(asked)?;
     Ok(json!({
         "id": m.id.to_string(),
         "requested": asked.to_string(),
@@ -163,7 +168,7 @@ pub(crate) fn show(data_dir: &Path, id: &str, as_json: bool) -> ExitCode {
         let item = archive.item(asked)?;
         Ok((
             message
-                .map(|m| message_json(&archive, asked, &m))
+                .map(|m| message_json(&archive, asked, item.as_ref(), &m))
                 .transpose()?,
             item,
         ))

@@ -70,18 +70,7 @@ type RawItem = (
 );
 
 fn raw_item(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawItem> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-    ))
+    r.try_into()
 }
 
 fn item_row(raw: RawItem) -> ArchiveResult<ItemRow> {
@@ -215,19 +204,7 @@ impl Reader {
                 "SELECT a.sender, a.on_behalf_of, a.subject, a.message_id, a.sent_date, a.format, a.content_sha256, a.archived_at, COALESCE(i.received_at, a.archived_at)
                  FROM archived a LEFT JOIN items i ON i.id = a.id WHERE a.id = ?1",
                 [&target],
-                |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                        r.get(8)?,
-                    ))
-                },
+                |r| r.try_into(),
             )
             .optional()?;
         let Some((
