@@ -104,6 +104,52 @@ pub struct Config {
     /// Legal holds: what they cover is never deleted by retention while they stand.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub legal_hold: Vec<LegalHold>,
+    /// The admin HTTP listener (metrics, health, the journaling page); absent: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminSettings>,
+    /// Webhooks told of every connector status change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alert: Vec<AlertSettings>,
+}
+
+/// Where the admin listener listens when `[admin]` names no address.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8025";
+
+/// The `[admin]` table: the HTTP listener for `/metrics`, `/healthz`, `/readyz` and the
+/// journaling page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Socket addresses (loopback by default).
+    #[serde(default = "default_admin_listen")]
+    pub listen: Vec<String>,
+    /// A file holding a bearer token. When set, message content, envelope recipients and
+    /// queue details need `Authorization: Bearer <token>`; the health checks and the
+    /// metrics (counts only) do not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            listen: default_admin_listen(),
+            token_file: None,
+        }
+    }
+}
+
+fn default_admin_listen() -> Vec<String> {
+    vec![DEFAULT_ADMIN_LISTEN.to_owned()]
+}
+
+/// One `[[alert]]`: a webhook that receives a JSON document for every connector status
+/// change (`up` to `down`, `down` to `up`, a never-seen connector's first message).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSettings {
+    /// `http://` or `https://` URL the alert is POSTed to.
+    pub webhook_url: String,
 }
 
 /// The `[retention]` table (each definition's archived messages: its `retention_days`).

@@ -38,10 +38,14 @@ pub mod policy;
 pub mod provision;
 pub mod region;
 pub mod validate;
+pub mod webhook;
 
 pub use address::{AddressError, EmailAddress};
-pub use config::{Config, ConfigError, LegalHold, RetentionSettings, ServerSettings};
+pub use config::{
+    AdminSettings, AlertSettings, Config, ConfigError, LegalHold, RetentionSettings, ServerSettings,
+};
 pub use directory::{Directory, InboundChecks, InternalDomain};
 pub use journal::{JournalDefinition, JournalType, TransportType};
 pub use policy::{AddressClass, ArchiveDecision, DropReason, Policy};
 pub use validate::{Problem, Report, Severity};
+pub use webhook::{WebhookUrl, WebhookUrlError};

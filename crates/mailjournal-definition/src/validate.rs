@@ -226,7 +226,54 @@ impl Config {
             );
         }
         self.validate_retention(&mut report);
+        self.validate_operator_view(&mut report);
         report
+    }
+
+    /// The admin listener and the alert webhooks.
+    fn validate_operator_view(&self, report: &mut Report) {
+        if let Some(admin) = &self.admin {
+            if admin.listen.is_empty() {
+                report.error(
+                    "admin.listen",
+                    "",
+                    "no listen address",
+                    format!(
+                        "\"{}\", or no [admin] table to turn it off",
+                        crate::config::DEFAULT_ADMIN_LISTEN
+                    ),
+                );
+            }
+            for (i, listen) in admin.listen.iter().enumerate() {
+                match listen.parse::<SocketAddr>() {
+                    Err(_) => report.error(
+                        format!("admin.listen[{i}]"),
+                        listen,
+                        "not a socket address",
+                        "e.g. \"127.0.0.1:8025\"",
+                    ),
+                    Ok(address) if !address.ip().is_loopback() && admin.token_file.is_none() => {
+                        report.warning(
+                            format!("admin.listen[{i}]"),
+                            listen,
+                            "reachable beyond this host without a token: anyone who reaches it reads the queue details",
+                            "set admin.token_file, or listen on 127.0.0.1",
+                        )
+                    }
+                    Ok(_) => {}
+                }
+            }
+        }
+        for (i, alert) in self.alert.iter().enumerate() {
+            if let Err(e) = alert.webhook_url.parse::<crate::WebhookUrl>() {
+                report.error(
+                    format!("alert[{i}].webhook_url"),
+                    alert.webhook_url.clone(),
+                    e.to_string(),
+                    "e.g. \"https://alerts.example.net/hooks/journal\"",
+                );
+            }
+        }
     }
 
     /// Retention periods and legal holds.
@@ -662,6 +709,38 @@ impl Config {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod operator_view_tests {
+    use crate::{AdminSettings, AlertSettings, Config, provision};
+
+    #[test]
+    fn admin_and_alert_tables_are_read_and_checked() {
+        let text = "[admin]\n[[alert]]\nwebhook_url = \"http://127.0.0.1:9/hook\"\n";
+        let config = Config::from_toml(text).unwrap();
+        assert_eq!(config.admin, Some(AdminSettings::default()));
+        assert_eq!(config.admin.unwrap().listen, ["127.0.0.1:8025"]);
+        assert_eq!(config.alert[0].webhook_url, "http://127.0.0.1:9/hook");
+
+        let mut config = provision::starter_config("contoso.com").unwrap();
+        config.admin = Some(AdminSettings {
+            listen: vec!["nonsense".into(), "0.0.0.0:8025".into()],
+            token_file: None,
+        });
+        config.alert = vec![AlertSettings {
+            webhook_url: "smtp://x".into(),
+        }];
+        let report = config.validate();
+        let errors: Vec<_> = report.errors().map(|p| p.path.as_str()).collect();
+        assert_eq!(errors, ["admin.listen[0]", "alert[0].webhook_url"]);
+        let warnings: Vec<_> = report.warnings().map(|p| p.path.as_str()).collect();
+        assert!(warnings.contains(&"admin.listen[1]"), "{warnings:?}");
+        // With a token, listening beyond loopback is the operator's choice.
+        config.admin.as_mut().unwrap().token_file = Some("/etc/journal/admin-token".into());
+        let report = config.validate();
+        assert!(report.at("admin.listen[1]").is_none(), "{report}");
     }
 }
 

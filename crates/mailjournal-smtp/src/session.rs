@@ -132,6 +132,25 @@ pub enum AbortReason {
     ConnectionLost,
 }
 
+impl AbortReason {
+    /// The reply code the session sent for it; `None` when no reply was sent (the client
+    /// reset the transaction or went away).
+    ///
+    /// ```
+    /// use mailjournal_smtp::AbortReason;
+    /// assert_eq!(AbortReason::TooLarge.reply_code(), Some(552));
+    /// assert_eq!(AbortReason::ConnectionLost.reply_code(), None);
+    /// ```
+    pub fn reply_code(&self) -> Option<u16> {
+        match self {
+            AbortReason::TooLarge => Some(552),
+            AbortReason::BareLineEnding => Some(550),
+            AbortReason::LineTooLong => Some(500),
+            AbortReason::Reset | AbortReason::ConnectionLost => None,
+        }
+    }
+}
+
 /// What the host must act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {

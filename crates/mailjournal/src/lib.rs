@@ -13,7 +13,9 @@
 //! * [`archive`] (feature `engine`): the archive store's traits and, with feature `embedded`,
 //!   its default backend (SQLite and files);
 //! * [`engine`] (feature `engine`): the pipeline that joins spool, queue and archive, and the
-//!   start-up order around it.
+//!   start-up order around it;
+//! * [`status`] (feature `embedded`): a data directory's service status and queue details,
+//!   read while its server runs.
 //!
 //! The engine is a module of this facade rather than a crate of its own because it is built
 //! on [`ingest`]: a separate crate would need `ingest` moved out of the facade or a cycle.
@@ -38,3 +40,5 @@ pub use mailjournal_spool as spool;
 #[cfg(feature = "engine")]
 pub mod engine;
 pub mod ingest;
+#[cfg(feature = "embedded")]
+pub mod status;

@@ -7,13 +7,10 @@ use std::process::ExitCode;
 
 use mailjournal::archive::embedded::Reader;
 use mailjournal::archive::{ArchiveError, ArchiveResult};
-use mailjournal::queue::{Connector, Duration, ItemId};
+use mailjournal::queue::ItemId;
 use mailjournal::spool::{Clock, SystemClock};
-use serde_json::{Value, json};
-
-/// The reason shown for a spooled message the archive has not recorded.
-const UNRECORDED: &str =
-    "accepted and spooled; the failing archive store has not recorded it yet (see the log)";
+use mailjournal::status::StatusReport;
+use serde_json::Value;
 
 pub(crate) fn status(data_dir: &Path, as_json: bool, limit: usize) -> ExitCode {
     match read_status(data_dir, limit) {
@@ -33,137 +30,7 @@ pub(crate) fn status(data_dir: &Path, as_json: bool, limit: usize) -> ExitCode {
 }
 
 fn read_status(data_dir: &Path, limit: usize) -> ArchiveResult<Value> {
-    let archive = Reader::open(data_dir)?;
-    let now = SystemClock.now();
-    let connectors: Vec<Value> = archive
-        .connectors()?
-        .into_iter()
-        .map(|c| {
-            let period = Duration::minutes(u64::from(c.period_minutes));
-            let status =
-                Connector::restore(period, c.disabled, c.last_message_at, now).status_at(now);
-            json!({
-                "description": c.description,
-                "service_email_address": c.service_email_address,
-                "status": status.name(),
-                "last_message_at": c.last_message_at.map(mailjournal::queue::Timestamp::rfc3339),
-            })
-        })
-        .collect();
-    let mut counts: serde_json::Map<String, Value> = archive
-        .counts()?
-        .into_iter()
-        .map(|(state, n)| (state.as_str().to_owned(), json!(n)))
-        .collect();
-    // When the archive store fails (a full disk, say) it cannot record why; the engine's
-    // health file, overwritten in place, still says it.
-    let health = mailjournal::engine::read_health(&mailjournal::engine::health_path(data_dir));
-    let failing = matches!(
-        health,
-        Some(mailjournal::engine::StoreHealth::Failing { .. })
-    );
-    // While it fails, the messages the spool holds that the index has not recorded (a failed
-    // transaction lost them) are shown too, so that nothing accepted is out of sight. Not
-    // otherwise: then a record the index lacks is one just committed, or one retention
-    // deleted while its segment is still live.
-    let live = if failing {
-        mailjournal::spool::live_records(&data_dir.join("spool")).unwrap_or_default()
-    } else {
-        Vec::new()
-    };
-    let unrecorded: Vec<Value> = live
-        .into_iter()
-        .rev()
-        .filter(|r| matches!(archive.item(r.id), Ok(None)))
-        .map(|r| {
-            let journal = r
-                .envelope
-                .journal
-                .clone()
-                .or(r.envelope.recipients.first().cloned());
-            json!({
-                "id": r.id.to_string(),
-                "state": mailjournal::queue::StateName::Waiting.as_str(),
-                "definition": journal,
-                "sender": r.envelope.mail_from.as_deref().unwrap_or("<>"),
-                "recipient": journal,
-                "received_at": r.envelope.received_at.rfc3339(),
-                "attempts": 0,
-                "reason": UNRECORDED,
-            })
-        })
-        .collect();
-    if !unrecorded.is_empty() {
-        let waiting = counts.get("waiting").and_then(Value::as_u64).unwrap_or(0);
-        counts.insert(
-            "waiting".to_owned(),
-            json!(waiting + unrecorded.len() as u64),
-        );
-    }
-    let oldest_pending_age = archive
-        .oldest_pending()?
-        .map(|t| now.since(t).as_millis() / 1000);
-    let mut items: Vec<Value> = unrecorded;
-    items.extend(
-        archive
-            .items((limit != 0).then_some(limit))?
-            .into_iter()
-            .map(|item| {
-                let mut value = json!({
-                    "id": item.id.to_string(),
-                    "state": item.state.as_str(),
-                    "definition": item.definition,
-                    "sender": item.sender,
-                    "recipient": item.recipient,
-                    "received_at": item.received_at.rfc3339(),
-                    "attempts": item.attempts,
-                });
-                if let Some(reason) = item.reason {
-                    value["reason"] = json!(reason);
-                }
-                value
-            }),
-    );
-    if limit != 0 {
-        items.truncate(limit);
-    }
-    let archive_store = match &health {
-        Some(mailjournal::engine::StoreHealth::Failing { since, error }) => {
-            let reason =
-                format!("the archive store is failing: {error} (tried again automatically)");
-            for item in &mut items {
-                let settled = item["state"]
-                    .as_str()
-                    .and_then(|s| s.parse::<mailjournal::queue::StateName>().ok())
-                    .is_some_and(|s| s.is_settled());
-                if !settled && !item["reason"].is_string() {
-                    item["reason"] = json!(reason);
-                }
-            }
-            json!({"state": "failing", "since": *since.rfc3339(), "error": error})
-        }
-        Some(mailjournal::engine::StoreHealth::Ok) => json!({"state": "ok"}),
-        None => Value::Null,
-    };
-    // A data directory without a spool yet (the server never ran) holds nothing there.
-    let spool = mailjournal::spool::usage(&data_dir.join("spool")).unwrap_or_default();
-    let retention = archive.retention()?;
-    Ok(json!({
-        "connectors": connectors,
-        "queue": {"counts": counts, "oldest_pending_age_seconds": oldest_pending_age, "items": items},
-        "spool": {
-            "live_segments": spool.live_segments,
-            "live_bytes": spool.live_bytes,
-            "kept_segments": spool.kept_segments,
-            "kept_bytes": spool.kept_bytes,
-        },
-        "archive_store": archive_store,
-        "retention": {
-            "deleted_messages": retention.deleted_messages,
-            "deleted_as_received_segments": retention.deleted_segments,
-            "last_deletion_at": retention.last_deletion_at.map(mailjournal::queue::Timestamp::rfc3339),
-        },
-    }))
+    StatusReport::read(data_dir, limit, SystemClock.now()).map(|report| report.to_json())
 }
 
 fn print_text(value: &Value) {

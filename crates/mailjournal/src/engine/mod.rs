@@ -137,6 +137,7 @@ pub struct Started {
 #[derive(Debug)]
 pub struct Engine {
     spool: Arc<Spool>,
+    health_file: Option<PathBuf>,
     in_flow: Arc<InFlow>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     input: Sender<Input>,
@@ -229,6 +230,7 @@ impl Engine {
         Ok((
             Engine {
                 spool: Arc::new(spool),
+                health_file: options.health_file.clone(),
                 in_flow,
                 stop,
                 input,
@@ -281,6 +283,16 @@ impl Engine {
         }
     }
 
+    /// A handle that says whether a receiver on this engine should be sent mail now: what a
+    /// load balancer's readiness check asks. It does not keep the engine alive.
+    pub fn readiness(&self) -> Readiness {
+        Readiness {
+            pipeline_died: self.pipeline_died.clone(),
+            spool: Arc::downgrade(&self.spool),
+            health_file: self.health_file.clone(),
+        }
+    }
+
     /// Stops: the pipeline ends its current round of due actions and takes what the spool
     /// committed before it returns; items it has not reached resume at the next start. Blocks
     /// until the pipeline thread (and, if no one else holds the spool, the committer) ended.
@@ -301,6 +313,63 @@ impl Engine {
             let _ = thread.join();
         }
         tracing::info!("engine stopped");
+    }
+}
+
+/// Whether an engine can take mail now ([`Engine::readiness`]).
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    pipeline_died: Alarm,
+    spool: std::sync::Weak<Spool>,
+    health_file: Option<PathBuf>,
+}
+
+/// Why an engine should not be sent mail now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    /// It can no longer work at all.
+    #[error("{0}")]
+    Failed(EngineFailure),
+    /// The engine has been shut down.
+    #[error("the engine is shut down")]
+    Stopped,
+    /// Free space on the spool's file system is below the reserve: mail is answered 452.
+    #[error("free space on the spool's file system is below the reserve (mail is answered 452)")]
+    LowOnSpace,
+    /// The archive store fails: mail is spooled, nothing is archived until it heals.
+    #[error("the archive store is failing since {since}: {error}")]
+    ArchiveStore {
+        /// When it began failing (RFC 3339).
+        since: String,
+        /// The last error.
+        error: String,
+    },
+}
+
+impl Readiness {
+    /// `Ok` when the pipeline runs, the spool can make messages durable and has room, and
+    /// the archive store works; the first reason otherwise.
+    pub fn check(&self) -> Result<(), NotReady> {
+        if self.pipeline_died.is_raised() {
+            return Err(NotReady::Failed(EngineFailure::PipelineDied));
+        }
+        let spool = self.spool.upgrade().ok_or(NotReady::Stopped)?;
+        if spool.unusable().is_raised() {
+            return Err(NotReady::Failed(EngineFailure::SpoolUnusable));
+        }
+        if spool.low_on_space() {
+            return Err(NotReady::LowOnSpace);
+        }
+        drop(spool);
+        if let Some(StoreHealth::Failing { since, error }) =
+            self.health_file.as_deref().and_then(read_health)
+        {
+            return Err(NotReady::ArchiveStore {
+                since: since.rfc3339(),
+                error,
+            });
+        }
+        Ok(())
     }
 }
 

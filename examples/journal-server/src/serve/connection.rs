@@ -8,6 +8,7 @@ use mailjournal::definition::Policy;
 use mailjournal::engine::InFlow;
 use mailjournal::smtp::{Event, Session, SessionConfig, TlsInfo, Transaction};
 use mailjournal::spool::{Clock, CommitError, Envelope, Spool, SpoolWriter, SystemClock};
+use mailjournal_admin::Metrics;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -23,6 +24,8 @@ pub(crate) struct Shared {
     pub(crate) in_flow: Arc<InFlow>,
     /// True while the server is close to its `max_connections` (see `limits`).
     pub(crate) stress: watch::Receiver<bool>,
+    /// What `/metrics` shows.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// Slowest acceptable client while a message is being received, in bytes per second,
@@ -101,6 +104,7 @@ pub(crate) async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let _active = shared.metrics.session_opened();
     let mut session = Session::new(
         shared.session_config.clone(),
         shared.policy.clone(),
@@ -229,6 +233,9 @@ async fn drive(
                 }
                 Event::MessageAborted(reason) => {
                     incoming.take();
+                    if let Some(code) = reason.reply_code() {
+                        shared.metrics.refused(code);
+                    }
                     tracing::info!(%peer, ?reason, "message aborted");
                 }
                 Event::StartTls => {
@@ -256,8 +263,10 @@ async fn drive(
                     };
                     *transport = Transport::Tls(Box::new(tls));
                     session.tls_established(info);
+                    shared.metrics.tls_established();
                 }
                 Event::Rejected(reply) => {
+                    shared.metrics.refused(reply.code);
                     let enhanced = reply.enhanced.map(|e| e.to_string()).unwrap_or_default();
                     tracing::info!(%peer, code = reply.code, %enhanced, reply = %reply.lines.join(" "), "rejected");
                 }
@@ -287,25 +296,23 @@ async fn commit(
     size: u64,
 ) {
     let Some(msg) = incoming else {
-        session.commit_failed();
-        return;
+        return failed(session, shared);
     };
     if let Some(e) = &msg.failed {
         tracing::error!(%peer, error = %e, "spool write failed");
         return if mailjournal::spool::is_storage_full(e) {
-            session.storage_full()
+            full(session, shared)
         } else {
-            session.commit_failed()
+            failed(session, shared)
         };
     }
     if shared.spool.low_on_space() {
-        return session.storage_full();
+        return full(session, shared);
     }
+    let data_ended = std::time::Instant::now();
     let t = &msg.transaction;
-    let journal = t
-        .recipients
-        .first()
-        .and_then(|r| shared.policy.journals.get(r.journal));
+    let journal_index = t.recipients.first().map(|r| r.journal);
+    let journal = journal_index.and_then(|i| shared.policy.journals.get(i));
     let envelope = Envelope {
         received_at: SystemClock.now(),
         peer: t.peer.to_string(),
@@ -325,15 +332,31 @@ async fn commit(
     match shared.spool.commit(msg.writer, envelope).await {
         Ok(_) => {
             session.committed(&id.to_string());
+            shared.metrics.commit_observed(data_ended.elapsed());
+            if let Some(index) = journal_index {
+                shared.metrics.message_accepted(index, size);
+            }
             tracing::info!(%peer, tls = tls.as_deref().unwrap_or("none"), definition = definition.unwrap_or(""), size, queue_id = %id, result = "queued", "transaction");
         }
         Err(CommitError::StorageFull) => {
             tracing::error!(%peer, "storage full");
-            session.storage_full();
+            full(session, shared);
         }
         Err(e) => {
             tracing::error!(%peer, error = %e, source = ?std::error::Error::source(&e), "commit failed");
-            session.commit_failed();
+            failed(session, shared);
         }
     }
+}
+
+/// `452 4.3.1`, counted.
+fn full(session: &mut Session, shared: &Shared) {
+    shared.metrics.refused(452);
+    session.storage_full();
+}
+
+/// `451 4.3.0`, counted.
+fn failed(session: &mut Session, shared: &Shared) {
+    shared.metrics.refused(451);
+    session.commit_failed();
 }

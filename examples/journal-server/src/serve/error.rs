@@ -31,6 +31,12 @@ pub(crate) enum ServeError {
         #[source]
         source: io::Error,
     },
+    /// The admin token file cannot be used.
+    #[error("admin token {}: {reason}", path.display())]
+    AdminToken { path: PathBuf, reason: String },
+    /// The alert outbox could not be opened.
+    #[error(transparent)]
+    Alerts(#[from] mailjournal_admin::AlertError),
     /// The engine could no longer work: the server stopped so that a restart recovers.
     #[error(transparent)]
     Failed(#[from] EngineFailure),

@@ -40,6 +40,11 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
+    /// The reply code.
+    pub(crate) fn code(self) -> u16 {
+        421
+    }
+
     /// The reply line, CRLF included.
     pub(crate) fn reply(self) -> &'static str {
         match self {

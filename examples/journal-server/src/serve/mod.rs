@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 use error::{ServeError, TlsError};
 use limits::Limits;
+use mailjournal_admin::{Admin, ConnectorAlerts, Metrics};
 
 /// Arguments of `serve`.
 #[derive(Debug, clap::Args)]
@@ -38,6 +39,9 @@ pub(crate) struct ServeArgs {
     /// Override the listen addresses (e.g. 127.0.0.1:0 for tests; the bound address is printed).
     #[arg(long)]
     listen: Vec<String>,
+    /// Override the admin listener's addresses (and turn it on); e.g. 127.0.0.1:0 for tests.
+    #[arg(long)]
+    admin_listen: Vec<String>,
     /// Override the data directory.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -63,6 +67,7 @@ fn dev_config() -> Config {
     config.server.hostname = "localhost.localdomain".into();
     config.server.listen = vec!["127.0.0.1:2525".into()];
     config.server.data_dir = PathBuf::from("journal-data");
+    config.admin = Some(mailjournal::definition::AdminSettings::default());
     if let Some(journal) = config.journal.first_mut() {
         journal.description = "Microsoft 365 (dev)".into();
         journal.additional_source_ip_ranges = vec!["127.0.0.0/8".into()];
@@ -91,6 +96,9 @@ pub(crate) fn serve(args: ServeArgs) -> ExitCode {
     };
     if !args.listen.is_empty() {
         config.server.listen = args.listen.clone();
+    }
+    if !args.admin_listen.is_empty() {
+        config.admin.get_or_insert_with(Default::default).listen = args.admin_listen.clone();
     }
     if let Some(dir) = &args.data_dir {
         config.server.data_dir = dir.clone();
@@ -163,8 +171,19 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Serv
         options.spool.max_commit_linger = std::time::Duration::from_micros(us);
     }
     let policy = Arc::new(policy);
+    let alerts = if config.alert.is_empty() {
+        None
+    } else {
+        let webhooks = config.alert.iter().map(|a| a.webhook_url.clone()).collect();
+        Some(ConnectorAlerts::open(data_dir.clone(), webhooks)?)
+    };
+    let admin_token = match config.admin.as_ref().and_then(|a| a.token_file.as_ref()) {
+        Some(path) => Some(read_token(path)?),
+        None => None,
+    };
     // Recovery runs here, before any listener is bound.
     let (engine, _started) = Engine::open_embedded(policy.clone(), &data_dir, options)?;
+    let metrics = Arc::new(Metrics::new(&policy));
 
     let session_config = SessionConfig {
         hostname: config.server.hostname.clone(),
@@ -179,6 +198,7 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Serv
         tls: tokio_rustls::TlsAcceptor::from(tls),
         in_flow: engine.in_flow().clone(),
         stress: limits.stress(),
+        metrics: metrics.clone(),
     });
 
     let mut listeners = Vec::new();
@@ -192,11 +212,37 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Serv
         println!("listening on {bound}");
         listeners.push(listener);
     }
+    let mut admin_listeners = Vec::new();
+    for address in config.admin.iter().flat_map(|a| &a.listen) {
+        let listen = |source| ServeError::Listen {
+            address: address.clone(),
+            source,
+        };
+        let listener = TcpListener::bind(address).await.map_err(listen)?;
+        let bound = listener.local_addr().map_err(listen)?;
+        println!("admin listening on http://{bound}/");
+        admin_listeners.push(listener);
+    }
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    let admin = Arc::new(Admin {
+        data_dir: data_dir.clone(),
+        metrics,
+        readiness: engine.readiness(),
+        token: admin_token,
+    });
+    for listener in admin_listeners {
+        tasks.spawn(mailjournal_admin::serve(
+            listener,
+            admin.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
+    // Not in `tasks`: it never ends by itself, and its outbox keeps what it has not sent.
+    let alerts = alerts.map(|a| tokio::spawn(a.run(mailjournal_admin::WATCH_INTERVAL)));
     for listener in listeners {
         tasks.spawn(accept_loop(
             listener,
@@ -226,12 +272,32 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Serv
             _ = &mut deadline => { tasks.abort_all(); break }
         }
     }
+    if let Some(alerts) = alerts {
+        alerts.abort();
+    }
     drop(shared);
     // The pipeline ends its current round of due actions and takes what sessions committed
     // before it returns; items it has not reached resume at the next start.
     let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
     tracing::info!("stopped");
     failure.map_or(Ok(()), |f| Err(f.into()))
+}
+
+/// The admin token: the file's first line, without surrounding white space.
+fn read_token(path: &std::path::Path) -> Result<String, ServeError> {
+    let refuse = |reason: String| ServeError::AdminToken {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| refuse(e.to_string()))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    // A short token is guessed; header-unsafe characters cannot be sent.
+    if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(refuse(
+            "the token must be at least 16 printable ASCII characters without spaces".into(),
+        ));
+    }
+    Ok(token.to_owned())
 }
 
 /// Whether `serve` (or a `SIGHUP` reload) could use this certificate and key: both files read,
@@ -333,6 +399,7 @@ async fn accept_loop(
             Err(refusal) => {
                 use tokio::io::AsyncWriteExt;
                 tracing::info!(%peer, reply = refusal.reply().trim_end(), "connection refused");
+                shared.metrics.refused(refusal.code());
                 let _ = stream.write_all(refusal.reply().as_bytes()).await;
                 let _ = stream.shutdown().await;
             }
