@@ -3,7 +3,7 @@
 //!
 //! * [`Metrics`] ([`metrics`]): the Prometheus metrics (`prometheus-client`, the Prometheus
 //!   project's own Rust client): counters the receiver bumps, gauges read from the data
-//!   directory's [`StatusReport`](mailjournal::status::StatusReport) at each scrape;
+//!   directory's `mailjournal::status::StatusReport` at each scrape;
 //! * [`http`]: the admin listener (hyper): `/metrics`, `/healthz`, `/readyz`, the journaling
 //!   page ([`page`]) and a page per item, with an optional bearer token;
 //! * [`alert`] and [`courier`]: connector status changes told to webhooks, from a durable

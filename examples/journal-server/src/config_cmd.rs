@@ -90,6 +90,12 @@ pub(crate) fn check_config(path: &Path) -> ExitCode {
         );
         errors += 1;
     }
+    if let Some(path) = config.admin.as_ref().and_then(|a| a.token_file.as_ref())
+        && let Err(e) = crate::serve::read_token(path)
+    {
+        println!("error: admin.token_file: {e}");
+        errors += 1;
+    }
     println!(
         "{}: {errors} error(s), {warnings} warning(s)",
         path.display()

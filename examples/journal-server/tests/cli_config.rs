@@ -156,3 +156,46 @@ fn check_config_reads_the_tls_files_as_serve_would() {
             .contains("/nonexistent/cert.pem")
     );
 }
+
+#[test]
+fn check_config_reads_the_admin_token_and_checks_webhooks() {
+    let init = run(&["init", "--domain", "contoso.com"]);
+    let starter = String::from_utf8(init.stdout).unwrap();
+    let short = temp_file("short-token", "guessable\n");
+    let good = temp_file("good-token", "  0123456789abcdef0123  \n");
+    let with = |name: &str, token: &PathBuf, webhook: &str| {
+        temp_file(
+            name,
+            &format!(
+                "{starter}\n[admin]\ntoken_file = \"{}\"\n[[alert]]\nwebhook_url = \"{webhook}\"\n",
+                token.display()
+            ),
+        )
+    };
+    let out = run(&[
+        "check-config",
+        with("admin-bad.toml", &short, "ftp://alerts.example.net/")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("error: admin.token_file: admin token"),
+        "{text}"
+    );
+    assert!(
+        text.contains("error: alert[0].webhook_url = \"ftp://alerts.example.net/\": the scheme must be http:// or https://"),
+        "{text}"
+    );
+    let out = run(&[
+        "check-config",
+        with("admin-good.toml", &good, "https://alerts.example.net/hook")
+            .to_str()
+            .unwrap(),
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(!text.contains("admin."), "{text}");
+    assert!(!text.contains("alert["), "{text}");
+}

@@ -284,7 +284,7 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Serv
 }
 
 /// The admin token: the file's first line, without surrounding white space.
-fn read_token(path: &std::path::Path) -> Result<String, ServeError> {
+pub(crate) fn read_token(path: &std::path::Path) -> Result<String, ServeError> {
     let refuse = |reason: String| ServeError::AdminToken {
         path: path.to_owned(),
         reason,

@@ -30,18 +30,13 @@ impl Drop for ServerProcess {
     }
 }
 
-/// Starts `serve --config CONFIG` on an ephemeral port with these extra flags; the process
-/// and its port.
-pub(crate) fn serve(config: &Path, flags: &[&str]) -> (ServerProcess, u16) {
+/// Starts `serve --config CONFIG --listen 127.0.0.1:0` with these extra flags; the process
+/// and the ports it printed, SMTP first, until `ports` of them.
+fn start(config: &Path, flags: &[&str], ports: usize) -> (ServerProcess, Vec<u16>) {
     use std::io::BufRead;
     let mut child = Command::new(env!("CARGO_BIN_EXE_journal-server"))
-        .args([
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0"])
         .args(flags)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -49,12 +44,66 @@ pub(crate) fn serve(config: &Path, flags: &[&str]) -> (ServerProcess, u16) {
         .unwrap();
     let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let server = ServerProcess(child);
+    let mut found = Vec::new();
     for line in stdout.lines() {
-        if let Some(addr) = line.unwrap().strip_prefix("listening on ") {
-            return (server, addr.rsplit(':').next().unwrap().parse().unwrap());
+        let line = line.unwrap();
+        let addr = line
+            .strip_prefix("listening on ")
+            .or_else(|| line.strip_prefix("admin listening on http://"));
+        if let Some(addr) = addr {
+            let port = addr.trim_end_matches('/').rsplit(':').next().unwrap();
+            found.push(port.parse().unwrap());
+            if found.len() == ports {
+                return (server, found);
+            }
         }
     }
     panic!("the server did not start");
+}
+
+/// Starts `serve --config CONFIG` on an ephemeral port with these extra flags; the process
+/// and its port.
+pub(crate) fn serve(config: &Path, flags: &[&str]) -> (ServerProcess, u16) {
+    let (server, ports) = start(config, flags, 1);
+    (server, ports[0])
+}
+
+/// Starts `serve --config CONFIG` with the SMTP and admin listeners on ephemeral ports; the
+/// process and both ports.
+pub(crate) fn serve_with_admin(config: &Path, flags: &[&str]) -> (ServerProcess, u16, u16) {
+    let flags = [&["--admin-listen", "127.0.0.1:0"], flags].concat();
+    let (server, ports) = start(config, &flags, 2);
+    (server, ports[0], ports[1])
+}
+
+/// One HTTP/1.1 request to 127.0.0.1:`port` (`Connection: close`): the status code, the
+/// response head and the body.
+pub(crate) fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for header in headers {
+        request += header;
+        request += "\r\n";
+    }
+    request += &format!("Content-Length: {}\r\n\r\n{body}", body.len());
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let response = String::from_utf8(response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head[9..12].parse().unwrap();
+    (status, head.to_owned(), body.to_owned())
 }
 
 /// Sends `message` to `journaling@journal.contoso.com` in clear text (dot-stuffed here);
