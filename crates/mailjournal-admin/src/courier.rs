@@ -233,3 +233,116 @@ pub async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Answers one request on `listener` with `code`, over TLS when `tls` is given; the
+    /// request as received.
+    async fn answer_once(
+        listener: tokio::net::TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        code: u16,
+    ) -> std::io::Result<String> {
+        async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+            mut s: S,
+            code: u16,
+        ) -> std::io::Result<String> {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Head and the body the client announced.
+            loop {
+                let n = s.read(&mut buf).await?;
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(str::to_owned)
+                        })
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            s.write_all(format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                .await?;
+            s.shutdown().await?;
+            Ok(String::from_utf8_lossy(&request).into_owned())
+        }
+        let (tcp, _) = listener.accept().await?;
+        match tls {
+            Some(acceptor) => exchange(acceptor.accept(tcp).await?, code).await,
+            None => exchange(tcp, code).await,
+        }
+    }
+
+    #[tokio::test]
+    async fn https_webhooks_are_verified_and_any_non_2xx_is_a_failure() {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = certified.cert.der().clone();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
+            .unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+
+        // Trusted: delivered, with the document as the body.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let served = tokio::spawn(answer_once(listener, Some(acceptor.clone()), 204));
+        let trusting = tls_connector(&[cert]).unwrap();
+        let url = format!("https://localhost:{port}/hook?k=1");
+        post(&url, Bytes::from_static(b"{\"a\":1}"), &trusting)
+            .await
+            .unwrap();
+        let request = served.await.unwrap().unwrap();
+        assert!(
+            request.starts_with("POST /hook?k=1 HTTP/1.1\r\n"),
+            "{request}"
+        );
+        assert!(
+            request.contains(&format!("host: localhost:{port}\r\n")),
+            "{request}"
+        );
+        assert!(request.ends_with("\r\n\r\n{\"a\":1}"), "{request}");
+
+        // A certificate the Web PKI does not vouch for: refused before anything is sent.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let served = tokio::spawn(answer_once(listener, Some(acceptor), 204));
+        let public_only = tls_connector(&[]).unwrap();
+        let url = format!("https://localhost:{port}/hook");
+        let refused = post(&url, Bytes::new(), &public_only).await;
+        assert!(matches!(refused, Err(DeliveryError::Tls(_))), "{refused:?}");
+        assert!(served.await.unwrap().is_err());
+
+        // Answered, but not 2xx.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let served = tokio::spawn(answer_once(listener, None, 503));
+        let url = format!("http://127.0.0.1:{port}/hook");
+        let failed = post(&url, Bytes::new(), &public_only).await;
+        assert!(
+            matches!(failed, Err(DeliveryError::Status(s)) if s.as_u16() == 503),
+            "{failed:?}"
+        );
+        served.await.unwrap().unwrap();
+    }
+}

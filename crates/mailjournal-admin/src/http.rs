@@ -37,6 +37,9 @@ pub const PAGE_ITEMS: usize = 50;
 pub const COOKIE: &str = "mailjournal_admin";
 /// The longest a client may take to send its request head (slow clients hold a task).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Admin connections served at once; more wait in the listen queue. The SMTP listener
+/// shares the process's descriptors: a flood of scrapes or page loads must not take them.
+pub const MAX_CONNECTIONS: usize = 32;
 
 /// What the admin listener serves.
 #[derive(Debug)]
@@ -84,7 +87,13 @@ fn same_secret(given: &[u8], token: &[u8]) -> bool {
 /// Serves `listener` until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut shutdown: watch::Receiver<bool>) {
     let mut connections = tokio::task::JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot,
+            _ = shutdown.changed() => break,
+        };
+        let Ok(slot) = slot else { break };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = shutdown.changed() => break,
@@ -106,8 +115,11 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut shutdown: watch
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
+                // One request a connection: an idle browser connection must not hold a slot.
+                .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
+            drop(slot);
         });
         while connections.try_join_next().is_some() {}
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::http;
+use common::{http, metric as sample};
 
 const FIXTURE: &str = "onprem_to_cc_bcc_expanded_forwarded_onbehalf.eml";
 const TOKEN: &str = "0123456789abcdef-admin-token";
@@ -76,14 +76,6 @@ fn refused_recipient(port: u16) -> u16 {
     let refused = reply();
     let _ = stream.write_all(b"QUIT\r\n");
     refused[..3].parse().unwrap()
-}
-
-/// The value of the sample `name` in the exposition text.
-fn sample(metrics: &str, name: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .map(|v| v.parse().unwrap())
 }
 
 #[test]

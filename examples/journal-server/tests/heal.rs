@@ -38,6 +38,10 @@ fn count(status: &serde_json::Value, state: &str) -> u64 {
     status["queue"]["counts"][state].as_u64().unwrap_or(0)
 }
 
+fn metric(text: &str, name: &str) -> f64 {
+    common::metric(text, name).unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
 /// Writes zeros into `path` until the file system says it is full.
 fn fill(path: &Path) {
     let mut file = std::fs::File::create(path).unwrap();
@@ -72,7 +76,8 @@ fn a_full_archive_file_system_heals_without_a_restart_or_a_retry() {
         "description = \"heal\"\njournal_type = \"eml\"",
         "",
     );
-    let (mut server, port) = common::serve(&config, &["--match-interval-seconds", "2"]);
+    let (mut server, port, admin) =
+        common::serve_with_admin(&config, &["--match-interval-seconds", "2"]);
     let ids: Vec<String> = (0..20).map(|n| common::send(port, &message(n))).collect();
     // Full before the first archiving (three attempts two seconds apart: 4 s).
     let filler = dir.join("filler");
@@ -96,6 +101,22 @@ fn a_full_archive_file_system_heals_without_a_restart_or_a_retry() {
         assert!(item["reason"].is_string(), "no reason shown: {item}");
     }
     assert!(server.0.try_wait().unwrap().is_none(), "the server stopped");
+    // What a load balancer and a monitoring system see meanwhile.
+    let (code, _, why) = common::http(admin, "GET", "/readyz", &[], "");
+    assert_eq!(code, 503, "{why}");
+    assert!(
+        why.contains("below the reserve") || why.contains("archive store is failing"),
+        "{why}"
+    );
+    let (_, _, metrics) = common::http(admin, "GET", "/metrics", &[], "");
+    let lag = metric(&metrics, "mailjournal_archive_lag_seconds");
+    assert!(lag >= 10.0, "lag {lag} in {metrics}");
+    assert_eq!(
+        metric(&metrics, "mailjournal_queue_items{state=\"waiting\"}"),
+        20.0
+    );
+    let (_, _, page) = common::http(admin, "GET", "/", &[], "");
+    assert!(page.contains("Archive store FAILING since"), "{page}");
 
     // Space again: every item is archived by the same process, with no retry asked for.
     std::fs::remove_file(&filler).unwrap();
@@ -113,6 +134,14 @@ fn a_full_archive_file_system_heals_without_a_restart_or_a_retry() {
         "healed by a restart"
     );
     assert_eq!(healed["archive_store"]["state"], "ok", "{healed}");
+    let (code, _, ready) = common::http(admin, "GET", "/readyz", &[], "");
+    assert_eq!((code, ready.as_str()), (200, "ready\n"));
+    let (_, _, metrics) = common::http(admin, "GET", "/metrics", &[], "");
+    assert_eq!(metric(&metrics, "mailjournal_archive_lag_seconds"), 0.0);
+    assert_eq!(
+        metric(&metrics, "mailjournal_queue_items{state=\"archived\"}"),
+        20.0
+    );
     let items = healed["queue"]["items"].as_array().unwrap();
     for id in &ids {
         let item = items.iter().find(|i| i["id"] == id.as_str()).unwrap();

@@ -106,6 +106,14 @@ pub(crate) fn http(
     (status, head.to_owned(), body.to_owned())
 }
 
+/// The value of the sample `name` (metric and labels as written) in a Prometheus
+/// exposition text.
+pub(crate) fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap())
+}
+
 /// Sends `message` to `journaling@journal.contoso.com` in clear text (dot-stuffed here);
 /// the queue id of the 250.
 pub(crate) fn send(port: u16, message: &[u8]) -> String {
