@@ -12,7 +12,6 @@
 //! | `POST /login` | the page's token form: sets a cookie, back to `/` |
 
 use std::convert::Infallible;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,11 +20,10 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use mailjournal::archive::embedded::Reader;
 use mailjournal::engine::Readiness;
 use mailjournal::queue::ItemId;
 use mailjournal::spool::{Clock, SystemClock};
-use mailjournal::status::StatusReport;
+use mailjournal::status::{ArchiveSource, StatusReport};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -44,8 +42,8 @@ pub const MAX_CONNECTIONS: usize = 32;
 /// What the admin listener serves.
 #[derive(Debug)]
 pub struct Admin {
-    /// The receiver's data directory (its status is read from there, as `status` does).
-    pub data_dir: PathBuf,
+    /// Where the archive is read (as `status` reads it).
+    pub source: Arc<ArchiveSource>,
     /// The receiver's metrics.
     pub metrics: Arc<Metrics>,
     /// Whether its engine can take mail.
@@ -156,8 +154,8 @@ fn html(status: StatusCode, body: String) -> Answer {
 /// Reads the status as `status` would, off the runtime's threads (SQLite and the spool's
 /// directory are read).
 async fn read_status(admin: &Admin, limit: usize) -> Result<StatusReport, String> {
-    let dir = admin.data_dir.clone();
-    tokio::task::spawn_blocking(move || StatusReport::read(&dir, limit, SystemClock.now()))
+    let source = admin.source.clone();
+    tokio::task::spawn_blocking(move || source.status(limit, SystemClock.now()))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())
@@ -210,14 +208,15 @@ async fn item_page(admin: &Admin, id: &str, details: bool) -> Answer {
     let Ok(id) = id.parse::<ItemId>() else {
         return text(StatusCode::NOT_FOUND, "not a queue id\n");
     };
-    let dir = admin.data_dir.clone();
+    let source = admin.source.clone();
     let read = tokio::task::spawn_blocking(move || {
-        let archive = Reader::open(&dir)?;
-        let Some(row) = archive.item(id)? else {
-            return Ok(None);
-        };
-        let message = if details { archive.message(id)? } else { None };
-        Ok::<_, mailjournal::archive::ArchiveError>(Some((row, message)))
+        source.read(|archive| {
+            let Some(row) = archive.item(id)? else {
+                return Ok(None);
+            };
+            let message = if details { archive.message(id)? } else { None };
+            Ok(Some((row, message)))
+        })
     })
     .await;
     match read {

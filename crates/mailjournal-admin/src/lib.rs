@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mailjournal::spool::{Clock, SystemClock};
-use mailjournal::status::StatusReport;
+use mailjournal::status::ArchiveSource;
 
 pub use http::{Admin, serve};
 pub use metrics::{ActiveSession, Metrics};
@@ -53,7 +53,7 @@ pub enum AlertError {
 /// Connector alerts for a data directory: [`open`](Self::open) at start-up (so that an
 /// unusable outbox stops the start), then [`run`](Self::run) beside the listener.
 pub struct ConnectorAlerts {
-    data_dir: PathBuf,
+    source: Arc<ArchiveSource>,
     webhooks: Vec<String>,
     outbox: Outbox,
     watch: alert::ConnectorWatch,
@@ -64,7 +64,7 @@ pub struct ConnectorAlerts {
 impl std::fmt::Debug for ConnectorAlerts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnectorAlerts")
-            .field("data_dir", &self.data_dir)
+            .field("source", &self.source)
             .field("webhooks", &self.webhooks)
             .field("pending", &self.pending.len())
             .finish_non_exhaustive()
@@ -72,10 +72,14 @@ impl std::fmt::Debug for ConnectorAlerts {
 }
 
 impl ConnectorAlerts {
-    /// Opens the outbox of `data_dir` for `webhooks` (what was pending at the last stop is
-    /// delivered first; alerts for a webhook no longer configured are dropped, with a log
-    /// line).
-    pub fn open(data_dir: PathBuf, webhooks: Vec<String>) -> Result<ConnectorAlerts, AlertError> {
+    /// Opens the outbox in the data directory of `source` for `webhooks` (what was pending
+    /// at the last stop is delivered first; alerts for a webhook no longer configured are
+    /// dropped, with a log line).
+    pub fn open(
+        source: Arc<ArchiveSource>,
+        webhooks: Vec<String>,
+    ) -> Result<ConnectorAlerts, AlertError> {
+        let data_dir = source.data_dir().to_owned();
         let (outbox, watch, pending) =
             Outbox::open(&data_dir).map_err(|source| AlertError::Outbox {
                 path: data_dir.join("alerts"),
@@ -91,7 +95,7 @@ impl ConnectorAlerts {
             }
         }
         Ok(ConnectorAlerts {
-            data_dir,
+            source,
             webhooks,
             outbox,
             watch,
@@ -114,7 +118,7 @@ impl ConnectorAlerts {
     /// delivered.
     pub async fn run(self, interval: Duration) {
         let ConnectorAlerts {
-            data_dir,
+            source,
             webhooks,
             outbox,
             mut watch,
@@ -130,17 +134,16 @@ impl ConnectorAlerts {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            let dir = data_dir.clone();
+            let reading = source.clone();
             let now = SystemClock.now();
-            let report =
-                match tokio::task::spawn_blocking(move || StatusReport::read(&dir, 1, now)).await {
-                    Ok(Ok(report)) => report,
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "alerts: the connectors' status cannot be read");
-                        continue;
-                    }
-                    Err(_) => continue,
-                };
+            let report = match tokio::task::spawn_blocking(move || reading.status(1, now)).await {
+                Ok(Ok(report)) => report,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "alerts: the connectors' status cannot be read");
+                    continue;
+                }
+                Err(_) => continue,
+            };
             let before = watch.clone();
             let alerts = watch.changes(&report.connectors, now);
             if watch == before {

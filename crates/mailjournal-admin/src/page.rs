@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use mailjournal::archive::ArchivedMessage;
-use mailjournal::archive::embedded::ItemRow;
+use mailjournal::archive::ItemRow;
 use mailjournal::engine::StoreHealth;
 use mailjournal::queue::{ConnectorStatus, Timestamp};
 use mailjournal::status::StatusReport;
@@ -154,6 +154,11 @@ pub fn index(report: &StatusReport, details: bool) -> String {
     if details {
         out.push_str("<th>Sender</th><th>Recipient</th><th>Definition</th>");
     }
+    // Several receivers on one archive: which one took each item.
+    let shared = report.items.iter().any(|i| i.node.is_some());
+    if shared {
+        out.push_str("<th>Node</th>");
+    }
     out.push_str("<th>Attempts</th>");
     if details {
         out.push_str("<th>Reason</th>");
@@ -175,6 +180,9 @@ pub fn index(report: &StatusReport, details: bool) -> String {
                 e(&item.recipient),
                 e(item.definition.as_deref().unwrap_or(""))
             );
+        }
+        if shared {
+            let _ = write!(out, "<td>{}</td>", e(item.node.as_deref().unwrap_or("")));
         }
         let _ = write!(out, "<td>{}</td>", item.attempts);
         if details {
@@ -207,6 +215,9 @@ pub fn item(row: &ItemRow, message: Option<&ArchivedMessage>, details: bool) -> 
         row.received_at.rfc3339(),
         row.attempts
     );
+    if let Some(node) = &row.node {
+        let _ = write!(out, "<tr><th>Node</th><td>{}</td></tr>", e(node));
+    }
     if details {
         let _ = write!(
             out,
@@ -314,6 +325,7 @@ mod tests {
                 received_at: Timestamp(1_764_626_300_000),
                 attempts: 2,
                 reason: Some("waiting for <the> second report".into()),
+                node: None,
             }],
             spool: Default::default(),
             archive_store: Some(StoreHealth::Ok),

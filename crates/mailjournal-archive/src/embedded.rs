@@ -21,9 +21,10 @@ mod content;
 mod index;
 mod reader;
 
+pub use crate::{ConnectorRow, ItemRow};
 pub use content::{FileContent, PENDING_CONTENT_LIMIT};
 pub use index::SqliteIndex;
-pub use reader::{ConnectorRow, ItemRow, Reader, request_retry};
+pub use reader::{Reader, request_retry};
 
 use std::path::Path;
 

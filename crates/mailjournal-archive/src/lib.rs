@@ -44,6 +44,8 @@
 #[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod export;
+#[cfg(feature = "shared")]
+pub mod shared;
 
 use std::io;
 
@@ -292,6 +294,74 @@ pub struct ConnectorConfig {
     pub disabled: bool,
     /// The period of inactivity allowed, in minutes.
     pub period_minutes: u32,
+}
+
+/// One connector as the index last recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorRow {
+    /// The definition's description.
+    pub description: String,
+    /// Its service email address.
+    pub service_email_address: String,
+    /// Whether it is disabled.
+    pub disabled: bool,
+    /// The period of inactivity allowed, in minutes.
+    pub period_minutes: u32,
+    /// When its last message arrived, if ever.
+    pub last_message_at: Option<Timestamp>,
+}
+
+/// One item as the index knows it (the queue details of `status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemRow {
+    /// The queue id.
+    pub id: ItemId,
+    /// Its state.
+    pub state: StateName,
+    /// Its journal definition's description.
+    pub definition: String,
+    /// The sender shown in queue details.
+    pub sender: String,
+    /// The journal address it arrived for.
+    pub recipient: String,
+    /// When it was accepted.
+    pub received_at: Timestamp,
+    /// Match attempts made.
+    pub attempts: u32,
+    /// Why it was dropped, failed or held.
+    pub reason: Option<String>,
+    /// The hash of its archived form, once archived or merged.
+    pub content: Option<ContentHash>,
+    /// Where its bytes are in the spool's commit log, when inline.
+    pub log_offset: Option<u64>,
+    /// The receiver that accepted it (the shared backend; `None` in the embedded one).
+    pub node: Option<String>,
+}
+
+/// What the archive knows, for the views of other processes and hosts (`status`, `get`,
+/// `show`, `find`, `export`, the admin page): every backend has one.
+pub trait ArchiveReader {
+    /// The connectors in configuration order.
+    fn connectors(&self) -> ArchiveResult<Vec<ConnectorRow>>;
+    /// Items per state (states without items left out).
+    fn counts(&self) -> ArchiveResult<Vec<(StateName, u64)>>;
+    /// When the oldest item that is not settled arrived.
+    fn oldest_pending(&self) -> ArchiveResult<Option<Timestamp>>;
+    /// The newest items first, at most `limit` of them (`None`: every one).
+    fn items(&self, limit: Option<usize>) -> ArchiveResult<Vec<ItemRow>>;
+    /// One item, if the index knows it.
+    fn item(&self, id: ItemId) -> ArchiveResult<Option<ItemRow>>;
+    /// The archived message that item `id` is part of (its own, or the one it was merged
+    /// into); `None` when the item is not (yet) archived.
+    fn message(&self, id: ItemId) -> ArchiveResult<Option<ArchivedMessage>>;
+    /// The archived messages that meet every criterion of `query`, newest first.
+    fn find(&self, query: &Query) -> ArchiveResult<Vec<ItemId>>;
+    /// The stored content with this hash.
+    fn content(&self, hash: &ContentHash) -> ArchiveResult<Vec<u8>>;
+    /// The size of the stored content with this hash.
+    fn content_len(&self, hash: &ContentHash) -> ArchiveResult<u64>;
+    /// What retention has done.
+    fn retention(&self) -> ArchiveResult<RetentionCounts>;
 }
 
 /// Content stored once by hash.

@@ -110,6 +110,52 @@ pub struct Config {
     /// Webhooks told of every connector status change.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alert: Vec<AlertSettings>,
+    /// Where the archive is (absent: the embedded default under `data_dir`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveSettings>,
+}
+
+/// Which archive backend a receiver uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArchiveBackend {
+    /// SQLite and files under `data_dir`: one receiver.
+    #[default]
+    Embedded,
+    /// PostgreSQL and S3-compatible object storage, shared by several receivers.
+    Shared,
+}
+
+/// The `[archive]` table. With `backend = "shared"`, the S3 credentials come from
+/// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` or the `*_file` keys, and a PostgreSQL
+/// password from the URL or `PGPASSWORD`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveSettings {
+    /// The backend.
+    #[serde(default)]
+    pub backend: ArchiveBackend,
+    /// This receiver's name, unique among those sharing the archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// `postgres://user@host:port/database`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_url: Option<String>,
+    /// The S3 endpoint (absent: AWS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_endpoint: Option<String>,
+    /// The S3 region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_region: Option<String>,
+    /// The bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_bucket: Option<String>,
+    /// A file holding the S3 access key id (instead of `AWS_ACCESS_KEY_ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_access_key_id_file: Option<PathBuf>,
+    /// A file holding the S3 secret key (instead of `AWS_SECRET_ACCESS_KEY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_secret_access_key_file: Option<PathBuf>,
 }
 
 /// Where the admin listener listens when `[admin]` names no address.

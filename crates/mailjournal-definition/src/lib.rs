@@ -42,7 +42,8 @@ pub mod webhook;
 
 pub use address::{AddressError, EmailAddress};
 pub use config::{
-    AdminSettings, AlertSettings, Config, ConfigError, LegalHold, RetentionSettings, ServerSettings,
+    AdminSettings, AlertSettings, ArchiveBackend, ArchiveSettings, Config, ConfigError, LegalHold,
+    RetentionSettings, ServerSettings,
 };
 pub use directory::{Directory, InboundChecks, InternalDomain};
 pub use journal::{JournalDefinition, JournalType, TransportType};

@@ -227,7 +227,115 @@ impl Config {
         }
         self.validate_retention(&mut report);
         self.validate_operator_view(&mut report);
+        self.validate_archive(&mut report);
         report
+    }
+
+    /// The `[archive]` table.
+    fn validate_archive(&self, report: &mut Report) {
+        let Some(archive) = &self.archive else {
+            return;
+        };
+        if archive.backend == crate::ArchiveBackend::Embedded {
+            let set = [
+                ("node_name", archive.node_name.is_some()),
+                ("postgres_url", archive.postgres_url.is_some()),
+                ("s3_endpoint", archive.s3_endpoint.is_some()),
+                ("s3_bucket", archive.s3_bucket.is_some()),
+            ];
+            for (key, _) in set.iter().filter(|(_, is_set)| *is_set) {
+                report.warning(
+                    format!("archive.{key}"),
+                    "",
+                    "ignored: the embedded backend keeps the archive under data_dir",
+                    "backend = \"shared\" to use it",
+                );
+            }
+            return;
+        }
+        match archive.node_name.as_deref() {
+            None | Some("") => report.error(
+                "archive.node_name",
+                "",
+                "the shared backend needs a name for this receiver",
+                "unique per receiver, e.g. \"mx1\"",
+            ),
+            Some(name)
+                if name.len() > 63
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+            {
+                report.error(
+                    "archive.node_name",
+                    name,
+                    "at most 63 letters, digits, '-', '_' or '.'",
+                    "e.g. \"mx1\"",
+                )
+            }
+            Some(_) => {}
+        }
+        match archive.postgres_url.as_deref() {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                let authority = url
+                    .split_once("://")
+                    .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
+                let has_password = authority
+                    .rsplit_once('@')
+                    .is_some_and(|(user, _)| user.contains(':'));
+                if has_password {
+                    report.warning(
+                        "archive.postgres_url",
+                        "",
+                        "holds a password: anyone who reads the configuration file has it",
+                        "leave it out of the URL and set PGPASSWORD in the service's environment",
+                    );
+                }
+            }
+            Some(url) => report.error(
+                "archive.postgres_url",
+                url,
+                "not a PostgreSQL URL",
+                "postgres://journal@127.0.0.1:5432/journal",
+            ),
+            None => report.error(
+                "archive.postgres_url",
+                "",
+                "the shared backend needs its PostgreSQL database",
+                "postgres://journal@127.0.0.1:5432/journal",
+            ),
+        }
+        if let Some(endpoint) = &archive.s3_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            report.error(
+                "archive.s3_endpoint",
+                endpoint.clone(),
+                "not an http:// or https:// URL",
+                "e.g. \"http://127.0.0.1:3900\" (Garage), or no key for AWS",
+            );
+        }
+        for (key, value, hint) in [
+            (
+                "s3_region",
+                &archive.s3_region,
+                "Garage's s3_region (\"garage\"), or the AWS region",
+            ),
+            (
+                "s3_bucket",
+                &archive.s3_bucket,
+                "the bucket the content goes to, e.g. \"journal-archive\"",
+            ),
+        ] {
+            if value.as_deref().is_none_or(str::is_empty) {
+                report.error(
+                    format!("archive.{key}"),
+                    "",
+                    "the shared backend needs it",
+                    hint,
+                );
+            }
+        }
     }
 
     /// The admin listener and the alert webhooks.
@@ -709,6 +817,62 @@ impl Config {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod archive_tests {
+    use crate::{ArchiveBackend, Config, provision};
+
+    #[test]
+    fn the_shared_backend_needs_its_keys() {
+        let text = "[archive]\nbackend = \"shared\"\nnode_name = \"mx1\"\n\
+                    postgres_url = \"postgres://journal@127.0.0.1:5432/journal\"\n\
+                    s3_endpoint = \"http://127.0.0.1:3900\"\ns3_region = \"garage\"\n\
+                    s3_bucket = \"journal-archive\"\n";
+        let parsed = Config::from_toml(text).unwrap();
+        let mut config = provision::starter_config("contoso.com").unwrap();
+        config.archive = parsed.archive.clone();
+        assert_eq!(
+            config.archive.as_ref().unwrap().backend,
+            ArchiveBackend::Shared
+        );
+        let report = config.validate();
+        assert!(
+            report
+                .problems
+                .iter()
+                .all(|p| !p.path.starts_with("archive")),
+            "{report}"
+        );
+
+        let archive = config.archive.as_mut().unwrap();
+        archive.node_name = Some("mx 1".into());
+        archive.postgres_url = Some("mysql://x".into());
+        archive.s3_endpoint = Some("127.0.0.1:3900".into());
+        archive.s3_bucket = None;
+        let report = config.validate();
+        let errors: Vec<_> = report.errors().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            errors,
+            [
+                "archive.node_name",
+                "archive.postgres_url",
+                "archive.s3_endpoint",
+                "archive.s3_bucket"
+            ]
+        );
+        let archive = config.archive.as_mut().unwrap();
+        archive.node_name = Some("mx1".into());
+        archive.postgres_url = Some("postgres://journal:pw@db/journal".into());
+        archive.s3_endpoint = None;
+        archive.s3_bucket = Some("b".into());
+        let report = config.validate();
+        assert!(!report.has_errors(), "{report}");
+        assert!(
+            report.at("archive.postgres_url").is_some(),
+            "a password in the URL warns"
+        );
     }
 }
 

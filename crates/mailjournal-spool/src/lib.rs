@@ -111,6 +111,10 @@ pub struct SpoolOptions {
     pub max_commit_linger: std::time::Duration,
     /// Where queue ids take their time from.
     pub clock: Arc<dyn Clock>,
+    /// This receiver's number among those sharing one archive (0 alone): it is part of
+    /// every queue id, so that two receivers accepting in the same millisecond hand out
+    /// different ids.
+    pub node: u8,
 }
 
 impl Default for SpoolOptions {
@@ -120,7 +124,37 @@ impl Default for SpoolOptions {
             segment_bytes: 64 * 1024 * 1024,
             max_commit_linger: std::time::Duration::from_millis(2),
             clock: Arc::new(SystemClock),
+            node: 0,
         }
+    }
+}
+
+/// Queue ids: the millisecond of arrival in the high 44 bits, the node in the next 8, a
+/// counter in the low 12 (4 096 ids a millisecond; more borrow the next millisecond). They
+/// sort by arrival and stay 16 hex digits. The spool counts in a *sequence* (the
+/// millisecond and the counter, without the node) and places the node when it hands an id
+/// out.
+const NODE_SHIFT: u32 = 12;
+const MS_SHIFT: u32 = 20;
+const COUNTER_MASK: u64 = (1 << NODE_SHIFT) - 1;
+
+fn id_from(sequence: u64, node: u8) -> ItemId {
+    ItemId(
+        ((sequence >> NODE_SHIFT) << MS_SHIFT)
+            | (u64::from(node) << NODE_SHIFT)
+            | (sequence & COUNTER_MASK),
+    )
+}
+
+/// The first sequence whose ids come after `id`, for node `node`. Another node's id (or one
+/// written before ids carried a node, with a counter past 4 095) moves on to the next
+/// millisecond: every id of `node` from there is greater.
+fn sequence_after(id: ItemId, node: u8) -> u64 {
+    let ms = id.0 >> MS_SHIFT;
+    if (id.0 >> NODE_SHIFT) & 0xff == u64::from(node) {
+        ((ms << NODE_SHIFT) | (id.0 & COUNTER_MASK)).saturating_add(1)
+    } else {
+        ms.saturating_add(1) << NODE_SHIFT
     }
 }
 
@@ -290,7 +324,9 @@ impl<F: FnMut(Record, Option<Vec<u8>>) + Send + 'static> Consumer for F {
 pub struct Spool {
     root: PathBuf,
     data_dir: PathBuf,
-    next_id: AtomicU64,
+    /// The next id's sequence (see [`NODE_SHIFT`]).
+    next_sequence: AtomicU64,
+    node: u8,
     clock: Arc<dyn Clock>,
     committer: mpsc::Sender<CommitRequest>,
     data_files: mpsc::Sender<DataFileSync>,
@@ -375,7 +411,10 @@ impl Spool {
             Spool {
                 root: root.to_path_buf(),
                 data_dir,
-                next_id: AtomicU64::new(last + 1),
+                // The log may hold ids another node's spool made (a data directory moved
+                // between receivers): sequence_after moves past them too.
+                next_sequence: AtomicU64::new(sequence_after(ItemId(last), options.node)),
+                node: options.node,
                 clock: options.clock,
                 committer: tx,
                 data_files: files_tx,
@@ -413,24 +452,24 @@ impl Spool {
     /// (a restored VM, an NTP step), new ids could repeat ones an archive already holds, so
     /// pass the newest of those here before accepting anything.
     pub fn ids_after(&self, id: ItemId) {
-        self.next_id
-            .fetch_max(id.0.saturating_add(1), Ordering::Relaxed);
+        self.next_sequence
+            .fetch_max(sequence_after(id, self.node), Ordering::Relaxed);
     }
 
-    /// A new queue id: the clock's millisecond in the high bits, a counter in the low 20,
+    /// A new queue id (see [`NODE_SHIFT`]): the clock's millisecond, this node, a counter;
     /// never one handed out before by this spool.
     fn new_id(&self) -> ItemId {
-        let now = self.clock.now().0 << 20;
-        let mut current = self.next_id.load(Ordering::Relaxed);
+        let now = self.clock.now().0 << NODE_SHIFT;
+        let mut current = self.next_sequence.load(Ordering::Relaxed);
         loop {
-            let id = current.max(now);
-            match self.next_id.compare_exchange_weak(
+            let sequence = current.max(now);
+            match self.next_sequence.compare_exchange_weak(
                 current,
-                id + 1,
+                sequence + 1,
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return ItemId(id),
+                Ok(_) => return id_from(sequence, self.node),
                 Err(seen) => current = seen,
             }
         }

@@ -670,6 +670,40 @@ fn queue_ids_take_their_time_from_the_clock_given_and_never_go_back() {
     assert_eq!(spool.begin().id(), ItemId((5_000 << 20) + 1));
 }
 
+#[test]
+fn two_nodes_in_the_same_millisecond_hand_out_different_ids_in_arrival_order() {
+    let clock = Arc::new(FixedClock(std::sync::atomic::AtomicU64::new(1_000)));
+    let spool_of = |name: &str, node: u8| {
+        let options = SpoolOptions {
+            clock: clock.clone(),
+            node,
+            ..SpoolOptions::default()
+        };
+        open_with(&temp_dir(name), options).0
+    };
+    let (one, two) = (spool_of("node-1", 1), spool_of("node-2", 2));
+    let a: Vec<ItemId> = (0..3).map(|_| one.begin().id()).collect();
+    let b: Vec<ItemId> = (0..3).map(|_| two.begin().id()).collect();
+    assert_eq!(a[0], ItemId(1_000 << 20 | 1 << 12));
+    assert_eq!(b[2], ItemId(1_000 << 20 | 2 << 12 | 2));
+    assert!(a.iter().all(|id| !b.contains(id)), "{a:?} {b:?}");
+    assert!(a.iter().chain(&b).all(|id| id.to_string().len() == 16));
+    // A later millisecond sorts after every id of an earlier one, whichever node.
+    clock.0.store(1_001, std::sync::atomic::Ordering::Relaxed);
+    assert!(one.begin().id() > b[2]);
+    // Going on after another node's newest id: from the next millisecond.
+    two.ids_after(ItemId(5_000 << 20 | 1 << 12 | 7));
+    assert_eq!(two.begin().id(), ItemId(5_001 << 20 | 2 << 12));
+    // After its own: the next counter.
+    one.ids_after(ItemId(6_000 << 20 | 1 << 12 | 7));
+    assert_eq!(one.begin().id(), ItemId(6_000 << 20 | 1 << 12 | 8));
+    // 4 096 in one millisecond: the next borrows the next millisecond, never another
+    // node's bits.
+    let many: Vec<ItemId> = (0..5_000).map(|_| one.begin().id()).collect();
+    assert!(many.iter().all(|id| (id.0 >> 12) & 0xff == 1));
+    assert!(many.windows(2).all(|w| w[0] < w[1]));
+}
+
 /// A small tmpfs mounted for one test, unmounted when dropped; `None` where this process may
 /// not mount (not root), which the test then says.
 struct SmallFs(PathBuf);

@@ -20,9 +20,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use mailjournal_archive::RetentionCounts;
 use mailjournal_archive::embedded::Reader;
-use mailjournal_archive::{ArchiveResult, embedded::ItemRow};
+use mailjournal_archive::{ArchiveReader, ArchiveResult, ItemRow, RetentionCounts};
 use mailjournal_queue::{Connector, ConnectorStatus, Duration, ItemId, StateName, Timestamp};
 use mailjournal_spool::Usage;
 use serde_json::{Value, json};
@@ -73,6 +72,8 @@ pub struct ItemReport {
     pub attempts: u32,
     /// Why it waits, was dropped, failed or is held.
     pub reason: Option<String>,
+    /// The receiver that accepted it (shared archive only).
+    pub node: Option<String>,
 }
 
 impl ItemReport {
@@ -86,6 +87,7 @@ impl ItemReport {
             received_at: row.received_at,
             attempts: row.attempts,
             reason: row.reason,
+            node: row.node,
         }
     }
 }
@@ -112,9 +114,20 @@ pub struct StatusReport {
 }
 
 impl StatusReport {
-    /// Reads the status of `data_dir` at `now`, with at most `limit` items (0: all).
+    /// Reads the status of `data_dir` (the embedded archive) at `now`, with at most `limit`
+    /// items (0: all).
     pub fn read(data_dir: &Path, limit: usize, now: Timestamp) -> ArchiveResult<StatusReport> {
-        let archive = Reader::open(data_dir)?;
+        StatusReport::read_from(&Reader::open(data_dir)?, data_dir, limit, now)
+    }
+
+    /// Reads the status from `archive`, with the spool and the store's health of `data_dir`
+    /// (a receiver's own; an admin host has none, which then shows nothing there).
+    pub fn read_from(
+        archive: &dyn ArchiveReader,
+        data_dir: &Path,
+        limit: usize,
+        now: Timestamp,
+    ) -> ArchiveResult<StatusReport> {
         let connectors = archive
             .connectors()?
             .into_iter()
@@ -162,6 +175,7 @@ impl StatusReport {
                     received_at: r.envelope.received_at,
                     attempts: 0,
                     reason: Some(UNRECORDED.to_owned()),
+                    node: None,
                 }
             })
             .collect();
@@ -243,6 +257,9 @@ impl StatusReport {
                 if let Some(reason) = &item.reason {
                     value["reason"] = json!(reason);
                 }
+                if let Some(node) = &item.node {
+                    value["node"] = json!(node);
+                }
                 value
             })
             .collect();
@@ -273,5 +290,79 @@ impl StatusReport {
                 "last_deletion_at": self.retention.last_deletion_at.map(Timestamp::rfc3339),
             },
         })
+    }
+}
+
+/// Where a view reads the archive: a data directory's embedded archive, or the shared one
+/// (with the local data directory for the spool and the store's health, when there is one).
+/// A shared reader is connected once and kept.
+pub struct ArchiveSource {
+    data_dir: std::path::PathBuf,
+    #[cfg(feature = "shared")]
+    shared: Option<(
+        mailjournal_archive::shared::SharedOptions,
+        std::sync::Mutex<Option<mailjournal_archive::shared::PgReader>>,
+    )>,
+}
+
+impl std::fmt::Debug for ArchiveSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveSource")
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ArchiveSource {
+    /// The embedded archive of `data_dir`.
+    pub fn embedded(data_dir: &Path) -> ArchiveSource {
+        ArchiveSource {
+            data_dir: data_dir.to_owned(),
+            #[cfg(feature = "shared")]
+            shared: None,
+        }
+    }
+
+    /// The shared archive of `options`; `data_dir` for the local spool and health file.
+    #[cfg(feature = "shared")]
+    pub fn shared(
+        options: mailjournal_archive::shared::SharedOptions,
+        data_dir: &Path,
+    ) -> ArchiveSource {
+        ArchiveSource {
+            data_dir: data_dir.to_owned(),
+            shared: Some((options, std::sync::Mutex::new(None))),
+        }
+    }
+
+    /// The local data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Runs `read` on the archive. Blocking (SQLite, or the shared backend's own runtime):
+    /// call it off an async runtime's threads.
+    pub fn read<T>(
+        &self,
+        read: impl FnOnce(&dyn ArchiveReader) -> ArchiveResult<T>,
+    ) -> ArchiveResult<T> {
+        #[cfg(feature = "shared")]
+        if let Some((options, reader)) = &self.shared {
+            let mut reader = reader
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if reader.is_none() {
+                *reader = Some(mailjournal_archive::shared::open_reader(options)?);
+            }
+            if let Some(reader) = reader.as_ref() {
+                return read(reader);
+            }
+        }
+        read(&Reader::open(&self.data_dir)?)
+    }
+
+    /// The status at `now`, with at most `limit` items (0: all).
+    pub fn status(&self, limit: usize, now: Timestamp) -> ArchiveResult<StatusReport> {
+        self.read(|archive| StatusReport::read_from(archive, &self.data_dir, limit, now))
     }
 }

@@ -1,12 +1,12 @@
 //! `show`, `find` and `export`: what the archive knows, for people. Formatting only: the
-//! queries are `mailjournal::archive::embedded::Reader`'s.
+//! queries are the archive reader's (`mailjournal::archive::ArchiveReader`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use mailjournal::archive::embedded::{ItemRow, Reader};
-use mailjournal::archive::{ArchiveResult, ArchivedMessage, Query};
+use mailjournal::archive::{ArchiveReader, ArchiveResult, ArchivedMessage, ItemRow, Query};
 use mailjournal::queue::ItemId;
+use mailjournal::status::ArchiveSource;
 use serde_json::{Value, json};
 
 /// The filters `find` and `export` share.
@@ -54,7 +54,7 @@ impl Filters {
 /// The `show` JSON of an archived message (keys in `docs/CONTRACTS.md`).
 /// `item` is the row of the item asked for (a merged report's own state and reason).
 fn message_json(
-    archive: &Reader,
+    archive: &dyn ArchiveReader,
     asked: ItemId,
     item: Option<&ItemRow>,
     m: &ArchivedMessage,
@@ -158,17 +158,17 @@ fn print_message(v: &Value) {
     }
 }
 
-pub(crate) fn show(data_dir: &Path, id: &str, as_json: bool) -> ExitCode {
+pub(crate) fn show(source: &ArchiveSource, id: &str, as_json: bool) -> ExitCode {
     let Ok(asked) = id.parse::<ItemId>() else {
         eprintln!("unknown id {id}");
         return ExitCode::from(1);
     };
-    let shown = Reader::open(data_dir).and_then(|archive| {
+    let shown = source.read(|archive| {
         let message = archive.message(asked)?;
         let item = archive.item(asked)?;
         Ok((
             message
-                .map(|m| message_json(&archive, asked, item.as_ref(), &m))
+                .map(|m| message_json(archive, asked, item.as_ref(), &m))
                 .transpose()?,
             item,
         ))
@@ -195,14 +195,19 @@ pub(crate) fn show(data_dir: &Path, id: &str, as_json: bool) -> ExitCode {
             ExitCode::from(1)
         }
         Err(e) => {
-            eprintln!("{}: {e}", data_dir.display());
+            eprintln!("{}: {e}", source.data_dir().display());
             ExitCode::from(2)
         }
     }
 }
 
-pub(crate) fn find(data_dir: &Path, filters: &Filters, as_json: bool, limit: usize) -> ExitCode {
-    let found = Reader::open(data_dir).and_then(|archive| {
+pub(crate) fn find(
+    source: &ArchiveSource,
+    filters: &Filters,
+    as_json: bool,
+    limit: usize,
+) -> ExitCode {
+    let found = source.read(|archive| {
         let ids = archive.find(&filters.query((limit != 0).then_some(limit)))?;
         ids.into_iter()
             .filter_map(|id| archive.message(id).transpose())
@@ -211,7 +216,7 @@ pub(crate) fn find(data_dir: &Path, filters: &Filters, as_json: bool, limit: usi
     let messages = match found {
         Ok(messages) => messages,
         Err(e) => {
-            eprintln!("{}: {e}", data_dir.display());
+            eprintln!("{}: {e}", source.data_dir().display());
             return ExitCode::from(2);
         }
     };
@@ -250,14 +255,13 @@ pub(crate) enum ExportFormat {
 }
 
 pub(crate) fn export(
-    data_dir: &Path,
+    source: &ArchiveSource,
     filters: &Filters,
     format: ExportFormat,
     output: &PathBuf,
     with_envelope: bool,
 ) -> ExitCode {
-    let run = || -> Result<usize, Box<dyn std::error::Error>> {
-        let archive = Reader::open(data_dir)?;
+    let run = |archive: &dyn ArchiveReader| -> Result<usize, Box<dyn std::error::Error>> {
         let ids = archive.find(&filters.query(None))?;
         let mut mbox = match format {
             ExportFormat::Mbox => Some(std::io::BufWriter::new(std::fs::File::create(output)?)),
@@ -289,7 +293,18 @@ pub(crate) fn export(
         }
         Ok(written)
     };
-    match run() {
+    // The reader's errors are archive errors; the rest (files) are carried through it.
+    let mut outcome = None;
+    let read = source.read(|archive| {
+        outcome = Some(run(archive));
+        Ok(())
+    });
+    let result = match (read, outcome) {
+        (Err(e), _) => Err(Box::new(e) as Box<dyn std::error::Error>),
+        (Ok(()), Some(result)) => result,
+        (Ok(()), None) => Ok(0),
+    };
+    match result {
         Ok(n) => {
             eprintln!("exported {n} message(s) to {}", output.display());
             ExitCode::SUCCESS

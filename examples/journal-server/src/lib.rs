@@ -1,6 +1,7 @@
 //! `journal-server`: the reference journaling server and its operator commands. The binary
 //! is [`main`]; everything else is wiring of the `mailjournal` crates.
 
+mod archive_args;
 mod archive_cmd;
 mod config_cmd;
 mod inspect;
@@ -25,9 +26,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Service status per journal definition and queue details; works while the server runs.
     Status {
-        /// The server's data directory.
-        #[arg(long)]
-        data_dir: std::path::PathBuf,
+        #[command(flatten)]
+        archive: archive_args::ArchiveArgs,
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -37,9 +37,8 @@ enum Command {
     },
     /// Write the stored bytes of one item to standard output (exit 1 when the id is unknown).
     Get {
-        /// The server's data directory.
-        #[arg(long)]
-        data_dir: std::path::PathBuf,
+        #[command(flatten)]
+        archive: archive_args::ArchiveArgs,
         /// The queue id from the 250 reply.
         id: String,
         /// The bytes exactly as the client transmitted them (after dot-unstuffing).
@@ -49,9 +48,8 @@ enum Command {
     /// One archived message as the archive knows it: every envelope recipient (Bcc included)
     /// of every report merged into it. Exit 1 when the id is unknown or not archived.
     Show {
-        /// The server's data directory.
-        #[arg(long)]
-        data_dir: std::path::PathBuf,
+        #[command(flatten)]
+        archive: archive_args::ArchiveArgs,
         /// A queue id (a merged report's id shows the message it was merged into).
         id: String,
         /// One JSON object instead of text.
@@ -61,9 +59,8 @@ enum Command {
     /// The archived messages an address sent or received (Bcc and expanded groups included),
     /// newest first.
     Find {
-        /// The server's data directory.
-        #[arg(long)]
-        data_dir: std::path::PathBuf,
+        #[command(flatten)]
+        archive: archive_args::ArchiveArgs,
         #[command(flatten)]
         filters: archive_cmd::Filters,
         /// One JSON object a line instead of text.
@@ -75,9 +72,8 @@ enum Command {
     },
     /// Archived forms as an mbox file or a directory of .eml files, oldest first.
     Export {
-        /// The server's data directory.
-        #[arg(long)]
-        data_dir: std::path::PathBuf,
+        #[command(flatten)]
+        archive: archive_args::ArchiveArgs,
         #[command(flatten)]
         filters: archive_cmd::Filters,
         /// mbox (one file) or eml (a directory).
@@ -130,36 +126,54 @@ enum Command {
     M365Plan(config_cmd::PlanArgs),
 }
 
+/// Runs `command` on the archive `args` name; exit 2 when it cannot be named.
+fn with_source(
+    args: &archive_args::ArchiveArgs,
+    command: impl FnOnce(&mailjournal::status::ArchiveSource) -> ExitCode,
+) -> ExitCode {
+    match args.source() {
+        Ok(source) => command(&source),
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve::serve(args),
         Command::Status {
-            data_dir,
+            archive,
             json,
             limit,
-        } => status::status(&data_dir, json, limit),
+        } => with_source(&archive, |s| status::status(s, json, limit)),
         Command::Get {
-            data_dir,
+            archive,
             id,
             as_received,
-        } => status::get(&data_dir, &id, as_received),
+        } => with_source(&archive, |s| status::get(s, &id, as_received)),
         Command::Retry { data_dir, id } => status::retry(&data_dir, &id),
-        Command::Show { data_dir, id, json } => archive_cmd::show(&data_dir, &id, json),
+        Command::Show { archive, id, json } => {
+            with_source(&archive, |s| archive_cmd::show(s, &id, json))
+        }
         Command::Find {
-            data_dir,
+            archive,
             filters,
             json,
             limit,
-        } => archive_cmd::find(&data_dir, &filters, json, limit),
+        } => with_source(&archive, |s| archive_cmd::find(s, &filters, json, limit)),
         Command::Export {
-            data_dir,
+            archive,
             filters,
             format,
             output,
             with_envelope,
-        } => archive_cmd::export(&data_dir, &filters, format, &output, with_envelope),
+        } => with_source(&archive, |s| {
+            archive_cmd::export(s, &filters, format, &output, with_envelope)
+        }),
         Command::CheckConfig { file } => config_cmd::check_config(&file),
         Command::Init { domain } => config_cmd::init(&domain),
         Command::M365Plan(args) => config_cmd::m365_plan(&args),

@@ -1,19 +1,19 @@
-//! `status`, `get` and `retry`: views of a data directory, safe while the server runs
-//! (SQLite read snapshots; spool and archive files are written once, then renamed or synced).
+//! `status`, `get` and `retry`: views of an archive (a data directory's, or the shared one),
+//! safe while the server runs (SQLite read snapshots or PostgreSQL; spool and archive files
+//! are written once, then renamed or synced).
 
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use mailjournal::archive::embedded::Reader;
 use mailjournal::archive::{ArchiveError, ArchiveResult};
 use mailjournal::queue::ItemId;
 use mailjournal::spool::{Clock, SystemClock};
-use mailjournal::status::StatusReport;
+use mailjournal::status::ArchiveSource;
 use serde_json::Value;
 
-pub(crate) fn status(data_dir: &Path, as_json: bool, limit: usize) -> ExitCode {
-    match read_status(data_dir, limit) {
+pub(crate) fn status(source: &ArchiveSource, as_json: bool, limit: usize) -> ExitCode {
+    match read_status(source, limit) {
         Ok(value) => {
             if as_json {
                 println!("{value}");
@@ -23,14 +23,16 @@ pub(crate) fn status(data_dir: &Path, as_json: bool, limit: usize) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{}: {e}", data_dir.display());
+            eprintln!("{}: {e}", source.data_dir().display());
             ExitCode::from(2)
         }
     }
 }
 
-fn read_status(data_dir: &Path, limit: usize) -> ArchiveResult<Value> {
-    StatusReport::read(data_dir, limit, SystemClock.now()).map(|report| report.to_json())
+fn read_status(source: &ArchiveSource, limit: usize) -> ArchiveResult<Value> {
+    source
+        .status(limit, SystemClock.now())
+        .map(|report| report.to_json())
 }
 
 fn print_text(value: &Value) {
@@ -97,14 +99,19 @@ fn megabytes(bytes: &Value) -> String {
     format!("{:.1} MB", bytes.as_u64().unwrap_or(0) as f64 / 1e6)
 }
 
-pub(crate) fn get(data_dir: &Path, id: &str, as_received: bool) -> ExitCode {
+pub(crate) fn get(source: &ArchiveSource, id: &str, as_received: bool) -> ExitCode {
+    let data_dir = source.data_dir();
     let Ok(id) = id.parse::<ItemId>() else {
         eprintln!("unknown id {id}");
         return ExitCode::from(1);
     };
-    let item = Reader::open(data_dir).and_then(|archive| {
+    let item = source.read(|archive| {
         let item = archive.item(id)?;
-        Ok((archive, item))
+        let content = match item.as_ref().and_then(|i| i.content) {
+            Some(hash) if !as_received => Some(archive.content(&hash)),
+            _ => None,
+        };
+        Ok((content, item))
     });
     let bytes = if as_received {
         // The archive knows where an inline item's record is; without it (an item the
@@ -125,14 +132,12 @@ pub(crate) fn get(data_dir: &Path, id: &str, as_received: bool) -> ExitCode {
         }
     } else {
         match item {
-            Ok((archive, Some(row))) => match row.content {
-                Some(hash) => match archive.content(&hash) {
-                    Ok(bytes) => bytes,
-                    Err(e) => {
-                        eprintln!("{id}: archived content missing: {e}");
-                        return ExitCode::from(2);
-                    }
-                },
+            Ok((content, Some(_))) => match content {
+                Some(Ok(bytes)) => bytes,
+                Some(Err(e)) => {
+                    eprintln!("{id}: archived content missing: {e}");
+                    return ExitCode::from(2);
+                }
                 None => {
                     eprintln!("{id} is not archived (yet): see `status`, or use --as-received");
                     return ExitCode::from(1);

@@ -10,49 +10,9 @@ use rusqlite::{Connection, OptionalExtension};
 use super::content;
 use super::index::{item_content, item_id, keeps_item_counts, settled_sql, state_name};
 use crate::{
-    ArchiveError, ArchiveResult, ArchivedMessage, ArchivedRecipient, MessageRecipient, Query,
-    Report,
+    ArchiveError, ArchiveReader, ArchiveResult, ArchivedMessage, ArchivedRecipient, ConnectorRow,
+    ItemRow, MessageRecipient, Query, Report, RetentionCounts,
 };
-
-/// One connector as the index last recorded it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectorRow {
-    /// The definition's description.
-    pub description: String,
-    /// Its service email address.
-    pub service_email_address: String,
-    /// Whether it is disabled.
-    pub disabled: bool,
-    /// The period of inactivity allowed, in minutes.
-    pub period_minutes: u32,
-    /// When its last message arrived, if ever.
-    pub last_message_at: Option<Timestamp>,
-}
-
-/// One item as the index knows it (the queue details of `status`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ItemRow {
-    /// The queue id.
-    pub id: ItemId,
-    /// Its state.
-    pub state: StateName,
-    /// Its journal definition's description.
-    pub definition: String,
-    /// The sender shown in queue details.
-    pub sender: String,
-    /// The journal address it arrived for.
-    pub recipient: String,
-    /// When it was accepted.
-    pub received_at: Timestamp,
-    /// Match attempts made.
-    pub attempts: u32,
-    /// Why it was dropped, failed or held.
-    pub reason: Option<String>,
-    /// The hash of its archived form, once archived or merged.
-    pub content: Option<ContentHash>,
-    /// Where its bytes are in the spool's commit log, when inline.
-    pub log_offset: Option<u64>,
-}
 
 const ITEM_COLUMNS: &str = "id, state, definition, sender, recipient, received_at, attempts, reason, content_sha256, log_offset";
 
@@ -87,6 +47,7 @@ fn item_row(raw: RawItem) -> ArchiveResult<ItemRow> {
         reason,
         content: item_content(content)?,
         log_offset: offset.and_then(|o| u64::try_from(o).ok()),
+        node: None,
     })
 }
 
@@ -336,6 +297,39 @@ impl Reader {
     /// The stored content with this hash (pending or durable).
     pub fn content(&self, hash: &ContentHash) -> ArchiveResult<Vec<u8>> {
         Ok(content::read_from(&self.content_dir, hash)?)
+    }
+}
+
+impl ArchiveReader for Reader {
+    fn connectors(&self) -> ArchiveResult<Vec<ConnectorRow>> {
+        Reader::connectors(self)
+    }
+    fn counts(&self) -> ArchiveResult<Vec<(StateName, u64)>> {
+        Reader::counts(self)
+    }
+    fn oldest_pending(&self) -> ArchiveResult<Option<Timestamp>> {
+        Reader::oldest_pending(self)
+    }
+    fn items(&self, limit: Option<usize>) -> ArchiveResult<Vec<ItemRow>> {
+        Reader::items(self, limit)
+    }
+    fn item(&self, id: ItemId) -> ArchiveResult<Option<ItemRow>> {
+        Reader::item(self, id)
+    }
+    fn message(&self, id: ItemId) -> ArchiveResult<Option<ArchivedMessage>> {
+        Reader::message(self, id)
+    }
+    fn find(&self, query: &Query) -> ArchiveResult<Vec<ItemId>> {
+        Reader::find(self, query)
+    }
+    fn content(&self, hash: &ContentHash) -> ArchiveResult<Vec<u8>> {
+        Reader::content(self, hash)
+    }
+    fn content_len(&self, hash: &ContentHash) -> ArchiveResult<u64> {
+        Reader::content_len(self, hash)
+    }
+    fn retention(&self) -> ArchiveResult<RetentionCounts> {
+        Reader::retention(self)
     }
 }
 

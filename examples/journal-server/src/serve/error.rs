@@ -31,6 +31,12 @@ pub(crate) enum ServeError {
         #[source]
         source: io::Error,
     },
+    /// The shared archive's settings or credentials cannot be used.
+    #[error("[archive]: {0}")]
+    Archive(String),
+    /// The shared archive could not be opened.
+    #[error("shared archive: {0}")]
+    SharedArchive(#[source] mailjournal::archive::ArchiveError),
     /// The admin token file cannot be used.
     #[error("admin token {}: {reason}", path.display())]
     AdminToken { path: PathBuf, reason: String },

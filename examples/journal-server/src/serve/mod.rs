@@ -15,10 +15,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use mailjournal::definition::{Config, Policy, provision};
+use mailjournal::definition::{ArchiveBackend, Config, Policy, provision};
 use mailjournal::engine::{Engine, EngineOptions};
 use mailjournal::queue::Duration;
 use mailjournal::smtp::SessionConfig;
+use mailjournal::status::ArchiveSource;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -171,18 +172,40 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Serv
         options.spool.max_commit_linger = std::time::Duration::from_micros(us);
     }
     let policy = Arc::new(policy);
+    let shared = match config.archive.as_ref() {
+        Some(a) if a.backend == ArchiveBackend::Shared => Some(shared_options(a)?),
+        _ => None,
+    };
+    // What the admin page and the alerts read: the archive this node writes.
+    let source = Arc::new(match &shared {
+        Some(options) => ArchiveSource::shared(options.clone(), &data_dir),
+        None => ArchiveSource::embedded(&data_dir),
+    });
     let alerts = if config.alert.is_empty() {
         None
     } else {
         let webhooks = config.alert.iter().map(|a| a.webhook_url.clone()).collect();
-        Some(ConnectorAlerts::open(data_dir.clone(), webhooks)?)
+        Some(ConnectorAlerts::open(source.clone(), webhooks)?)
     };
     let admin_token = match config.admin.as_ref().and_then(|a| a.token_file.as_ref()) {
         Some(path) => Some(read_token(path)?),
         None => None,
     };
-    // Recovery runs here, before any listener is bound.
-    let (engine, _started) = Engine::open_embedded(policy.clone(), &data_dir, options)?;
+    // Recovery runs here, before any listener is bound (off the runtime's threads: the
+    // shared backend blocks on a runtime of its own).
+    let (opened_policy, dir) = (policy.clone(), data_dir.clone());
+    let (engine, _started) = tokio::task::spawn_blocking(move || match shared {
+        Some(shared) => {
+            let (index, content) = mailjournal::archive::shared::open(&shared)
+                .map_err(ServeError::SharedArchive)?;
+            tracing::info!(node = %shared.node_name, number = index.node_number(), archive = ?shared, "shared archive");
+            options.spool.node = index.node_number();
+            Ok(Engine::open(opened_policy, Box::new(index), Box::new(content), options)?)
+        }
+        None => Ok::<_, ServeError>(Engine::open_embedded(opened_policy, &dir, options)?),
+    })
+    .await
+    .map_err(|e| ServeError::Archive(e.to_string()))??;
     let metrics = Arc::new(Metrics::new(&policy));
 
     let session_config = SessionConfig {
@@ -229,7 +252,7 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Serv
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let admin = Arc::new(Admin {
-        data_dir: data_dir.clone(),
+        source,
         metrics,
         readiness: engine.readiness(),
         token: admin_token,
@@ -281,6 +304,36 @@ async fn run(config: Config, policy: Policy, args: ServeArgs) -> Result<(), Serv
     let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
     tracing::info!("stopped");
     failure.map_or(Ok(()), |f| Err(f.into()))
+}
+
+/// The shared backend's settings, with the S3 credentials from the `*_file` keys or the
+/// environment (never from the configuration file itself).
+pub(crate) fn shared_options(
+    settings: &mailjournal::definition::ArchiveSettings,
+) -> Result<mailjournal::archive::shared::SharedOptions, ServeError> {
+    let secret = |file: &Option<PathBuf>, variable: &str| -> Result<String, ServeError> {
+        match file {
+            Some(path) => std::fs::read_to_string(path)
+                .map(|text| text.trim().to_owned())
+                .map_err(|e| ServeError::Archive(format!("{}: {e}", path.display()))),
+            None => std::env::var(variable)
+                .map_err(|_| ServeError::Archive(format!("{variable} is not set"))),
+        }
+    };
+    let required = |value: &Option<String>, key: &str| {
+        value
+            .clone()
+            .ok_or_else(|| ServeError::Archive(format!("{key} is missing")))
+    };
+    Ok(mailjournal::archive::shared::SharedOptions {
+        node_name: required(&settings.node_name, "node_name")?,
+        postgres_url: required(&settings.postgres_url, "postgres_url")?,
+        s3_endpoint: settings.s3_endpoint.clone(),
+        s3_region: required(&settings.s3_region, "s3_region")?,
+        s3_bucket: required(&settings.s3_bucket, "s3_bucket")?,
+        s3_access_key_id: secret(&settings.s3_access_key_id_file, "AWS_ACCESS_KEY_ID")?,
+        s3_secret_access_key: secret(&settings.s3_secret_access_key_file, "AWS_SECRET_ACCESS_KEY")?,
+    })
 }
 
 /// The admin token: the file's first line, without surrounding white space.
