@@ -31,7 +31,7 @@ start() {
   mkdir -p "$STATE"
   chmod 755 "$STATE"
   # PostgreSQL: a private cluster, trust on loopback, a `journal` role and database.
-  install -d -o postgres -g postgres "$STATE/pg" "$STATE/pg-socket"
+  install -d -o postgres -g postgres "$STATE/pg" "$STATE/pg-run"
   su postgres -s /bin/sh -c "$(pg_bin)/initdb -D '$STATE/pg' -A trust -U postgres" >/dev/null
   pg_start
   "$(pg_bin)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -q \
@@ -89,8 +89,8 @@ ENV
 # An outage and its end, for the tests: PostgreSQL stopped and started again, same data.
 pg_stop() { su postgres -s /bin/sh -c "$(pg_bin)/pg_ctl -D '$STATE/pg' -m fast -w stop" >/dev/null; }
 pg_start() {
-  su postgres -s /bin/sh -c "$(pg_bin)/pg_ctl -D '$STATE/pg' -l '$STATE/pg.log' -w \
-      -o \"-p $PG_PORT -k $STATE/pg-socket -c listen_addresses=127.0.0.1\" start" >/dev/null
+  su postgres -s /bin/sh -c "$(pg_bin)/pg_ctl -D '$STATE/pg' -l '$STATE/pg-run/pg.log' -w \
+      -o \"-p $PG_PORT -k $STATE/pg-run -c listen_addresses=127.0.0.1\" start" >/dev/null
 }
 
 case "${1:-}" in

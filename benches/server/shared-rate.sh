@@ -86,13 +86,13 @@ run() {
 }
 
 config embedded 25281 embedded; start embedded 25281
-E=$(run embedded "embedded_settled embedded" 25281 | tee /dev/stderr)
+run embedded "embedded_settled embedded" 25281 | tee "$WORK/e.rate"; E=$(cat "$WORK/e.rate")
 config one 25282 shared; start one 25282
-S1=$(run "shared, one node" shared_settled 25282 | tee /dev/stderr)
+run "shared, one node" shared_settled 25282 | tee "$WORK/s1.rate"; S1=$(cat "$WORK/s1.rate")
 BEFORE=$(shared_settled)
 config two 25283 shared; start two 25283
 shared_two() { echo $(( $(shared_settled) - BEFORE )); }
-S2=$(run "shared, two nodes" shared_two 25282 25283 | tee /dev/stderr)
+run "shared, two nodes" shared_two 25282 25283 | tee "$WORK/s2.rate"; S2=$(cat "$WORK/s2.rate")
 rate() { echo "$1" | sed -E 's/.*: ([0-9]+) archived.*/\1/'; }
 python3 - "$(rate "$E")" "$(rate "$S1")" "$(rate "$S2")" <<'PY'
 import sys

@@ -23,7 +23,7 @@ mod index;
 mod reader;
 mod schema;
 
-pub use content::S3Content;
+pub use content::{IN_FLIGHT, IN_FLIGHT_BYTES, S3Content};
 pub use index::PgIndex;
 pub use reader::{PgReader, open_reader};
 

@@ -340,6 +340,26 @@ impl ArchiveSource {
         &self.data_dir
     }
 
+    /// Runs `use_it` on the shared reader (connected at its first use), when the archive is
+    /// the shared one.
+    #[cfg(feature = "shared")]
+    fn with_shared<T>(
+        &self,
+        use_it: impl FnOnce(&mailjournal_archive::shared::PgReader) -> ArchiveResult<T>,
+    ) -> Option<ArchiveResult<T>> {
+        let (options, reader) = self.shared.as_ref()?;
+        let mut reader = reader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if reader.is_none() {
+            match mailjournal_archive::shared::open_reader(options) {
+                Ok(opened) => *reader = Some(opened),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        reader.as_ref().map(use_it)
+    }
+
     /// Runs `read` on the archive. Blocking (SQLite, or the shared backend's own runtime):
     /// call it off an async runtime's threads.
     pub fn read<T>(
@@ -347,18 +367,24 @@ impl ArchiveSource {
         read: impl FnOnce(&dyn ArchiveReader) -> ArchiveResult<T>,
     ) -> ArchiveResult<T> {
         #[cfg(feature = "shared")]
-        if let Some((options, reader)) = &self.shared {
-            let mut reader = reader
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if reader.is_none() {
-                *reader = Some(mailjournal_archive::shared::open_reader(options)?);
-            }
-            if let Some(reader) = reader.as_ref() {
-                return read(reader);
-            }
+        if self.shared.is_some() {
+            return self.with_shared(|reader| read(reader)).unwrap_or_else(|| {
+                Err(mailjournal_archive::ArchiveError::Backend(
+                    "the shared archive has no reader".into(),
+                ))
+            });
         }
         read(&Reader::open(&self.data_dir)?)
+    }
+
+    /// Marks item `id` for retry (see `mailjournal_archive::embedded::request_retry`); false
+    /// when it is unknown, settled or held.
+    pub fn request_retry(&self, id: mailjournal_queue::ItemId) -> ArchiveResult<bool> {
+        #[cfg(feature = "shared")]
+        if let Some(result) = self.with_shared(|reader| reader.request_retry(id)) {
+            return result;
+        }
+        mailjournal_archive::embedded::request_retry(&self.data_dir, id)
     }
 
     /// The status at `now`, with at most `limit` items (0: all).

@@ -91,9 +91,8 @@ enum Command {
     /// picks it up within seconds, or the next start does. Exit 1 when the id is unknown,
     /// settled, or held for a journal definition that is not configured.
     Retry {
-        /// The server's data directory.
-        #[arg(long)]
-        data_dir: std::path::PathBuf,
+        #[command(flatten)]
+        archive: archive_args::ArchiveArgs,
         /// The queue id.
         id: String,
     },
@@ -155,7 +154,7 @@ pub fn main() -> ExitCode {
             id,
             as_received,
         } => with_source(&archive, |s| status::get(s, &id, as_received)),
-        Command::Retry { data_dir, id } => status::retry(&data_dir, &id),
+        Command::Retry { archive, id } => with_source(&archive, |s| status::retry(s, &id)),
         Command::Show { archive, id, json } => {
             with_source(&archive, |s| archive_cmd::show(s, &id, json))
         }

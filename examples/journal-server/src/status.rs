@@ -3,7 +3,6 @@
 //! are written once, then renamed or synced).
 
 use std::io::Write;
-use std::path::Path;
 use std::process::ExitCode;
 
 use mailjournal::archive::{ArchiveError, ArchiveResult};
@@ -161,10 +160,11 @@ pub(crate) fn get(source: &ArchiveSource, id: &str, as_received: bool) -> ExitCo
 }
 
 /// `retry`: marks a failed item for retry.
-pub(crate) fn retry(data_dir: &Path, id: &str) -> ExitCode {
-    let requested = id.parse::<ItemId>().map_err(|_| None).and_then(|parsed| {
-        mailjournal::archive::embedded::request_retry(data_dir, parsed).map_err(Some)
-    });
+pub(crate) fn retry(source: &ArchiveSource, id: &str) -> ExitCode {
+    let requested = id
+        .parse::<ItemId>()
+        .map_err(|_| None)
+        .and_then(|parsed| source.request_retry(parsed).map_err(Some));
     match requested {
         Ok(true) => {
             println!("{id}: retry requested");
@@ -175,7 +175,7 @@ pub(crate) fn retry(data_dir: &Path, id: &str) -> ExitCode {
             ExitCode::from(1)
         }
         Err(Some(e)) => {
-            eprintln!("{}: {}", data_dir.display(), e as ArchiveError);
+            eprintln!("{}: {}", source.data_dir().display(), e as ArchiveError);
             ExitCode::from(2)
         }
     }

@@ -242,6 +242,17 @@ fn two_reports_at_two_nodes_at_once_end_as_one_message_with_every_recipient() {
         "0",
     ]);
     assert!(String::from_utf8_lossy(&found).lines().count() >= rounds);
+    // A settled item is not started over, from any node.
+    let retry = Command::new(env!("CARGO_BIN_EXE_journal-server"))
+        .args(["retry", "--config", config, b])
+        .output()
+        .unwrap();
+    assert_eq!(
+        retry.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&retry.stderr)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -47,6 +47,21 @@ fn item_row(row: &Row) -> ArchiveResult<ItemRow> {
     })
 }
 
+impl PgReader {
+    /// Marks an item for retry, as [`embedded::request_retry`](crate::embedded::request_retry)
+    /// does: any item not settled, except a held one. The node that accepted it (its bytes
+    /// are in that node's spool) picks it up. False when unknown, settled or held.
+    pub fn request_retry(&self, id: ItemId) -> ArchiveResult<bool> {
+        let mut untouchable: Vec<&str> = StateName::SETTLED.iter().map(|s| s.as_str()).collect();
+        untouchable.extend([StateName::Retry.as_str(), StateName::Held.as_str()]);
+        let changed = self.index.rows(
+            "UPDATE items SET state = 'retry' WHERE id = $1 AND state <> ALL($2) RETURNING id",
+            &[&id.to_string(), &untouchable],
+        )?;
+        Ok(!changed.is_empty())
+    }
+}
+
 impl ArchiveReader for PgReader {
     fn connectors(&self) -> ArchiveResult<Vec<ConnectorRow>> {
         self.index

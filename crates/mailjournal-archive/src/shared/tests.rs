@@ -250,12 +250,29 @@ fn content_goes_to_the_bucket_and_back() {
         return;
     };
     let (_, content): (PgIndex, S3Content) = open(&options).unwrap();
+    let (_, elsewhere): (PgIndex, S3Content) = open(&options).unwrap();
     let bytes = unique("content").into_bytes();
     let hash = hash_of(&bytes);
     assert!(!content.contains(&hash).unwrap());
     content.put(&hash, &bytes).unwrap();
     content.put(&hash, &bytes).unwrap();
+    // Sent, perhaps not answered yet: this store already knows it.
+    assert!(content.contains(&hash).unwrap());
     content.make_durable().unwrap();
+    // Answered: in the bucket, for every node.
+    assert!(elsewhere.contains(&hash).unwrap());
+    assert_eq!(elsewhere.read(&hash).unwrap(), bytes);
+    // More than the window: the oldest are settled to make room, nothing is lost.
+    let many: Vec<Vec<u8>> = (0..super::IN_FLIGHT * 2 + 3)
+        .map(|n| format!("{}-{n}", unique("window")).into_bytes())
+        .collect();
+    for bytes in &many {
+        content.put(&hash_of(bytes), bytes).unwrap();
+    }
+    content.make_durable().unwrap();
+    for bytes in &many {
+        assert_eq!(elsewhere.read(&hash_of(bytes)).unwrap(), *bytes);
+    }
     assert!(content.contains(&hash).unwrap());
     assert_eq!(content.read(&hash).unwrap(), bytes);
     content.remove(&hash).unwrap();
