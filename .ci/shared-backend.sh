@@ -57,8 +57,7 @@ root_domain = ".s3.garage.localhost"
 [admin]
 api_bind_addr = "127.0.0.1:$ADMIN_PORT"
 TOML
-  garage -c "$STATE/garage.toml" server >"$STATE/garage.log" 2>&1 &
-  echo $! >"$STATE/garage.pid"
+  s3_start
   local g=(garage -c "$STATE/garage.toml")
   for _ in $(seq 1 50); do "${g[@]}" status >/dev/null 2>&1 && break; sleep 0.2; done
   local node
@@ -93,10 +92,22 @@ pg_start() {
       -o \"-p $PG_PORT -k $STATE/pg-run -c listen_addresses=127.0.0.1\" start" >/dev/null
 }
 
+s3_start() {
+  garage -c "$STATE/garage.toml" server >>"$STATE/garage.log" 2>&1 &
+  echo $! >"$STATE/garage.pid"
+  for _ in $(seq 1 50); do garage -c "$STATE/garage.toml" status >/dev/null 2>&1 && return; sleep 0.2; done
+}
+s3_stop() {
+  kill "$(cat "$STATE/garage.pid")" 2>/dev/null || true
+  while kill -0 "$(cat "$STATE/garage.pid")" 2>/dev/null; do sleep 0.1; done
+}
+
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
   pg-stop) pg_stop ;;
   pg-start) pg_start ;;
-  *) echo "usage: $0 start|stop|pg-stop|pg-start" >&2; exit 2 ;;
+  s3-stop) s3_stop ;;
+  s3-start) s3_start ;;
+  *) echo "usage: $0 start|stop|pg-stop|pg-start|s3-stop|s3-start" >&2; exit 2 ;;
 esac

@@ -381,6 +381,15 @@ pub trait ContentStore: Send {
     /// spool segment: until then the segment holds the message.
     fn make_durable(&self) -> ArchiveResult<()>;
 
+    /// Waits until everything put so far is stored, readable by any reader (durability is
+    /// [`make_durable`](Self::make_durable)'s). The engine calls it before it commits the
+    /// index's batch that records those items archived: a store that writes in the
+    /// background fails here for what it could not write, and the batch is rolled back. A
+    /// store whose `put` is visible at once (files) has nothing to do.
+    fn flush(&self) -> ArchiveResult<()> {
+        Ok(())
+    }
+
     /// Removes the content with this hash (retention); nothing happens when it is not there.
     fn remove(&self, hash: &ContentHash) -> ArchiveResult<()>;
 }
@@ -393,6 +402,10 @@ pub trait ArchiveIndex: Send {
 
     /// Commits the batch.
     fn end_batch(&self) -> ArchiveResult<()>;
+
+    /// Throws the batch away: nothing written since [`begin_batch`](Self::begin_batch)
+    /// stays (the content it refers to could not be stored).
+    fn rollback_batch(&self) -> ArchiveResult<()>;
 
     /// Records the configured definitions (for the service status), keeping last-message
     /// times of those that stay.

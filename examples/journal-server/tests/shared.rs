@@ -266,6 +266,100 @@ fn script(verb: &str) {
     assert!(status.success(), "{verb}");
 }
 
+/// `get --config` gives the archived form of every item of `ids`.
+fn assert_archived_forms(config: &Path, ids: &[String]) {
+    for id in ids {
+        let out = Command::new(env!("CARGO_BIN_EXE_journal-server"))
+            .args(["get", "--config", config.to_str().unwrap(), id])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Sends a report of a new message per key; the queue ids.
+fn send_each(port: u16, keys: &[String]) -> Vec<String> {
+    keys.iter()
+        .map(|key| common::send(port, first_report(key).as_bytes()))
+        .collect()
+}
+
+fn keys(what: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| format!("{}@contoso.com", unique(what)))
+        .collect()
+}
+
+#[test]
+fn a_node_killed_while_archiving_archives_again_without_a_duplicate() {
+    let Some(url) = backend() else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join(unique("journal-shared-kill"));
+    let config = node(&dir, &unique("mx1"), &url);
+    let flags = ["--match-interval-seconds", "1"];
+    let keys = keys("kill", 40);
+    let (server, port) = common::serve(&config, &flags);
+    let ids = send_each(port, &keys);
+    // Archiving has begun (some settled), not ended.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let list = ids
+        .iter()
+        .map(|i| format!("'{i}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    while psql(&format!(
+        "SELECT count(*) FROM items WHERE id IN ({list}) AND state = 'archived'"
+    ))
+    .as_deref()
+    .unwrap_or("0")
+        == "0"
+    {
+        assert!(Instant::now() < deadline, "nothing archived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(server); // SIGKILL
+    let (_server, _) = common::serve(&config, &flags);
+    wait_settled(&ids, Duration::from_secs(60));
+    for key in &keys {
+        let n = psql(&format!(
+            "SELECT count(*) FROM archived WHERE message_id = '{key}'"
+        ));
+        assert_eq!(n.as_deref(), Some("1"), "{key}: one archived message");
+    }
+    let items = psql(&format!(
+        "SELECT count(*) FROM items WHERE id IN ({list}) AND state = 'archived'"
+    ));
+    assert_eq!(items.as_deref(), Some("40"));
+    // Every archived form is in the bucket, the ones in flight at the kill included.
+    assert_archived_forms(&config, &ids);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_object_store_outage_loses_nothing_and_heals_without_a_restart() {
+    let Some(url) = backend() else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join(unique("journal-shared-s3-outage"));
+    let config = node(&dir, &unique("mx1"), &url);
+    let (mut server, port) = common::serve(&config, &["--match-interval-seconds", "1"]);
+    script("s3-stop");
+    let ids = send_each(port, &keys("s3-down", 5));
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(server.0.try_wait().unwrap().is_none(), "the node stopped");
+    script("s3-start");
+    wait_settled(&ids, Duration::from_secs(120));
+    assert_archived_forms(&config, &ids);
+    assert!(
+        server.0.try_wait().unwrap().is_none(),
+        "healed by a restart"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_database_outage_loses_nothing_and_heals_without_a_restart() {
     let Some(url) = backend() else { return };

@@ -362,6 +362,10 @@ impl ArchiveIndex for SqliteIndex {
         Ok(self.db.execute_batch("COMMIT")?)
     }
 
+    fn rollback_batch(&self) -> ArchiveResult<()> {
+        Ok(self.db.execute_batch("ROLLBACK")?)
+    }
+
     fn set_connectors(&mut self, connectors: &[ConnectorConfig]) -> ArchiveResult<()> {
         let tx = self.db.savepoint()?;
         tx.execute("UPDATE connectors SET position = -1", [])?;

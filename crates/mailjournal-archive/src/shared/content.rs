@@ -4,10 +4,10 @@
 //! pipeline wait on one HTTP round trip (and the store's own sync) per message: 175
 //! messages/s against Garage on loopback, where the embedded store did 950. So puts go out
 //! concurrently ([`IN_FLIGHT`] at most, [`IN_FLIGHT_BYTES`] of content) and
-//! [`make_durable`](crate::ContentStore::make_durable), which the engine calls before it
-//! retires a spool segment, waits for every answer. A put that failed is sent again from
-//! the bytes kept until its answer; while it still fails, `make_durable` fails and the
-//! segments stay live.
+//! [`flush`](crate::ContentStore::flush), which the engine calls before it commits the index
+//! batch that records their items archived, waits for every answer. A put that failed is
+//! sent again from the bytes kept until its answer; while it still fails, `flush` fails, the
+//! batch is rolled back and its items start over.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -184,6 +184,11 @@ impl ContentStore for S3Content {
     }
 
     fn make_durable(&self) -> ArchiveResult<()> {
+        // Stored is durable here: the store answers a put once it has it.
+        self.flush()
+    }
+
+    fn flush(&self) -> ArchiveResult<()> {
         let mut failed: Option<ArchiveError> = None;
         let mut kept = VecDeque::new();
         let all = std::mem::take(&mut *self.in_flight.borrow_mut());

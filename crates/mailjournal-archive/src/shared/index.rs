@@ -402,6 +402,18 @@ impl ArchiveIndex for PgIndex {
         }
     }
 
+    fn rollback_batch(&self) -> ArchiveResult<()> {
+        if self.batch.replace(Batch::Closed) == Batch::Closed {
+            return Ok(());
+        }
+        // A lost connection has rolled it back already.
+        match self.simple("ROLLBACK", false) {
+            Ok(()) => Ok(()),
+            Err(_) if self.connection.borrow().is_none() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     fn set_connectors(&mut self, connectors: &[ConnectorConfig]) -> ArchiveResult<()> {
         self.atomically(|| {
             self.execute("UPDATE connectors SET position = -1", &[])?;

@@ -461,7 +461,17 @@ impl Pipeline {
         if !std::mem::take(&mut self.in_batch) {
             return;
         }
-        match self.index.end_batch() {
+        // The batch records items archived: their content must be stored first (a store that
+        // writes in the background says here what it could not write). If not, the batch is
+        // thrown away and its items start over, as for a failed commit.
+        let committed = match self.content.flush() {
+            Ok(()) => self.index.end_batch(),
+            Err(e) => {
+                let _ = self.index.rollback_batch();
+                Err(e)
+            }
+        };
+        match committed {
             Ok(()) => {
                 if !store_error
                     && self.awaiting_store.is_empty()
