@@ -52,6 +52,17 @@ use std::io;
 pub use mailjournal_queue::ContentHash;
 use mailjournal_queue::{ItemId, StateName, Timestamp};
 
+/// The settled states as an SQL list (`'archived', 'merged', ...`), from the one vocabulary:
+/// each backend's pending index and the queries that use it must name the same states.
+#[cfg(any(feature = "embedded", feature = "shared"))]
+pub(crate) fn settled_sql() -> String {
+    StateName::SETTLED
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The hash that names `bytes` as content: their SHA-256.
 pub fn hash_of(bytes: &[u8]) -> ContentHash {
     use sha2::Digest;

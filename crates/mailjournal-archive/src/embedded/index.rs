@@ -95,15 +95,7 @@ CREATE TABLE IF NOT EXISTS connectors (
 CREATE INDEX IF NOT EXISTS spool_retired_at ON spool_retired(retired_at);
 ";
 
-/// The settled states as an SQL list (`'archived', 'merged', ...`), from the one vocabulary:
-/// the pending index and the queries that use it must name the same states.
-pub(crate) fn settled_sql() -> String {
-    StateName::SETTLED
-        .iter()
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
+pub(crate) use crate::settled_sql;
 
 /// Items per state, kept by triggers on every insert, state change and delete (whichever
 /// process makes it), so that `status` reads a handful of rows instead of counting every

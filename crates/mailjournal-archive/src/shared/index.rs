@@ -11,6 +11,7 @@ use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::schema::{SCHEMA, SCHEMA_LOCK};
 use super::{Runtime, backend, redact_url};
+use crate::settled_sql;
 use crate::{
     Archival, ArchiveError, ArchiveIndex, ArchiveResult, ConnectorConfig, Expiry, Holds, NewItem,
     Progress,
@@ -54,14 +55,6 @@ impl std::fmt::Debug for PgIndex {
             .field("number", &self.number)
             .finish_non_exhaustive()
     }
-}
-
-fn settled_sql() -> String {
-    StateName::SETTLED
-        .iter()
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 pub(super) fn parse<T: std::str::FromStr>(what: &'static str, text: String) -> ArchiveResult<T> {
