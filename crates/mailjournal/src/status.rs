@@ -182,7 +182,14 @@ impl StatusReport {
         if !items.is_empty() {
             *counts.entry(StateName::Waiting).or_default() += items.len() as u64;
         }
-        let oldest_pending_age = archive.oldest_pending()?.map(|t| now.since(t));
+        // The unrecorded ones wait too, and are usually the oldest (a full disk lost them).
+        let oldest_unrecorded = items.iter().map(|i| i.received_at).min();
+        let oldest_pending_age = archive
+            .oldest_pending()?
+            .into_iter()
+            .chain(oldest_unrecorded)
+            .min()
+            .map(|t| now.since(t));
         items.extend(
             archive
                 .items((limit != 0).then_some(limit))?

@@ -545,3 +545,48 @@ fn a_record_from_before_definitions_were_kept_by_address_is_placed_by_its_recipi
     }
     assert_eq!(definition_of(&dir, ItemId(id)).1, "definition b");
 }
+
+#[test]
+fn while_the_store_fails_status_shows_and_ages_what_the_index_never_recorded() {
+    let dir = temp_dir("unrecorded");
+    // An empty index, as after the transaction that would have recorded the items failed.
+    drop(embedded::open(&dir).unwrap());
+    let (tx, committed) = std::sync::mpsc::channel();
+    let (spool, _) = mailjournal_spool::Spool::open(
+        &dir.join("spool"),
+        mailjournal_spool::SpoolOptions::default(),
+        &mut |_| {},
+        Box::new(move |record, _| {
+            let _ = tx.send(record);
+        }),
+    )
+    .unwrap();
+    let now = wall_clock();
+    let oldest = commit_eml(
+        &spool,
+        &committed,
+        "a@contoso.com",
+        Timestamp(now.0 - 30_000),
+    );
+    commit_eml(
+        &spool,
+        &committed,
+        "b@contoso.com",
+        Timestamp(now.0 - 5_000),
+    );
+    let status = || crate::status::StatusReport::read(&dir, 0, now).unwrap();
+
+    // The store works: a record the index lacks is one on its way, not shown.
+    let mut health =
+        super::super::health::HealthFile::open(&super::super::health_path(&dir)).unwrap();
+    assert_eq!(status().counts.get(&StateName::Waiting), None);
+    assert_eq!(status().oldest_pending_age, None);
+
+    health.failing("No space left on device", now);
+    let failing = status();
+    assert_eq!(failing.counts.get(&StateName::Waiting), Some(&2));
+    assert_eq!(failing.items.len(), 2);
+    assert!(failing.items.iter().any(|i| i.id == oldest.id));
+    // The archive lag a monitoring system sees counts them too.
+    assert_eq!(failing.oldest_pending_age, Some(Duration::seconds(30)));
+}
