@@ -35,37 +35,20 @@ mkdir -p target
 WORK=$(mktemp -d "$PWD/target/interleaved.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
-cat > "$WORK/journal.toml" <<EOF
+# shellcheck source=benches/server/common.sh
+. "$(dirname "$0")/common.sh"
+{
+  cat <<EOF
 [server]
 listen = ["127.0.0.1:$JOURNAL_PORT"]
 hostname = "bench.journal.example.com"
 data_dir = "$WORK/data"
 max_connections = 1000
 
-[[internal_domain]]
-name = "example.com"
-
-[[internal_domain]]
-name = "journal.example.com"
-inbound_checks = "accept_all_inbounds"
-anti_spoofing_policy = false
-
-[[journal]]
-description = "bench"
-service_email_address = "journaling@journal.example.com"
-additional_source_ip_ranges = ["127.0.0.0/8"]
-encrypted = false
-journal_type = "eml"
 EOF
-
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on 127.0.0.1:$1" >&2
-  return 1
-}
+  bench_domains
+  bench_journal bench journaling@journal.example.com false
+} > "$WORK/journal.toml"
 
 source_load() { # port messages
   smtp-source -s "$SESSIONS" -m "$2" -l 20480 -f bench@example.org \

@@ -126,12 +126,11 @@ impl ContentStore for FileContent {
         if self.contains(hash)? {
             return Ok(());
         }
-        let pending = pending_dir(&self.dir);
-        // Written whole under another name, then renamed: a crash never leaves a short file
-        // under the content's name (only one that was never synced, which the open checks).
-        let tmp = pending.join(format!(".{hash}.tmp"));
-        fs::File::create(&tmp)?.write_all(bytes)?;
-        fs::rename(&tmp, pending.join(hash.to_string()))?;
+        // Written in place: a crash may leave it short, but pending content is never synced
+        // and the open checks each pending file against its name (a rename through a
+        // temporary name would cost a directory update per item for nothing). Readers never
+        // see it short: the index refers to it only once the write has returned.
+        fs::File::create(pending_dir(&self.dir).join(hash.to_string()))?.write_all(bytes)?;
         self.pending_bytes
             .set(self.pending_bytes.get() + bytes.len() as u64);
         if self.pending_bytes.get() >= PENDING_CONTENT_LIMIT {

@@ -23,8 +23,8 @@ use mailjournal_archive::{
 use mailjournal_definition::policy::Journal;
 use mailjournal_definition::{ArchiveDecision, Policy};
 use mailjournal_queue::{
-    Action, Connector, Duration, ItemId, ItemMeta, MatchResult, Queue, QueueParams, StateName,
-    Timestamp, Timing,
+    Action, Connector, ContentHash, Duration, ItemId, ItemMeta, MatchResult, Queue, QueueParams,
+    StateName, Timestamp, Timing,
 };
 use mailjournal_spool::{Clock, Location, Record, Segments, SpoolReader};
 
@@ -161,6 +161,24 @@ pub(super) struct Pipeline {
     in_flow: Arc<InFlow>,
     /// True while a store transaction is open (see [`run`](Self::run)).
     in_batch: bool,
+    /// The de-duplication key of each item a match attempt has parsed, until it settles.
+    match_keys: HashMap<ItemId, MatchKey>,
+}
+
+/// What a match attempt needs of an item, kept from its first parse: later attempts (a
+/// second apart, or a minute) then neither read the spool nor parse again.
+struct MatchKey {
+    message_id: Option<Box<str>>,
+    sent_date: Option<Box<str>>,
+}
+
+impl MatchKey {
+    fn of(archival: Archival) -> MatchKey {
+        MatchKey {
+            message_id: archival.message_id.map(String::into_boxed_str),
+            sent_date: archival.sent_date.map(String::into_boxed_str),
+        }
+    }
 }
 
 /// Which journal definition an item arrived for (its position in this process's policy,
@@ -171,6 +189,8 @@ struct Placed {
     location: Location,
     /// The message's size, to record the item again should the index lose it.
     size: u64,
+    /// The SHA-256 of the message as received, which the spool computed as it wrote it.
+    sha256: ContentHash,
 }
 
 /// Why an item could not be worked on: what its state's reason says.
@@ -330,6 +350,7 @@ impl Pipeline {
             stopping: Arc::default(),
             in_flow: Arc::default(),
             in_batch: false,
+            match_keys: HashMap::new(),
         }
     }
 
@@ -515,6 +536,8 @@ impl Pipeline {
     /// An item the archive store failed for starts over after the current backoff (the
     /// failure is the store's, not the item's: no one should have to retry it).
     fn heal(&mut self, id: ItemId, now: Timestamp) {
+        // Parsed again when tried again: what the lost transaction recorded of it is gone.
+        self.match_keys.remove(&id);
         if self.queue.reopen(id, now, self.heal_backoff).is_ok() {
             tracing::debug!(%id, after_ms = self.heal_backoff.0, "item tried again later");
         } else {
@@ -608,6 +631,7 @@ impl Pipeline {
             journal: index,
             location: record.location,
             size: record.size,
+            sha256: record.sha256,
         };
         let id = record.id;
         let envelope = &record.envelope;
@@ -799,6 +823,8 @@ impl Pipeline {
         self.queue.prune(now);
         let queue = &self.queue;
         self.journals.retain(|id, _| queue.item(*id).is_some());
+        self.match_keys
+            .retain(|id, _| queue.item(*id).is_some_and(|i| !i.state.is_terminal()));
         self.pruned_at = now;
     }
 
@@ -851,6 +877,7 @@ impl Pipeline {
     /// Records a failure: the queue keeps the item for an operator's retry, the index shows
     /// why.
     fn fail(&mut self, id: ItemId, error: &ItemError, now: Timestamp) {
+        self.match_keys.remove(&id);
         let reason = error.to_string();
         if let ItemError::Archive(e) = error {
             // The store's failure, not the item's: shown with its reason while it lasts, and
@@ -913,85 +940,90 @@ impl Pipeline {
         if self.unwritten.contains(&id) {
             self.write_again(id);
         }
-        let parsed = match self.parse(id, false) {
-            Ok(parsed) => parsed,
-            Err(error) => {
-                self.fail(id, &error, now);
-                return None;
-            }
-        };
-        let attempts = self.attempts(id);
-        match parsed {
-            Parsed::Drop {
-                reason,
-                display_sender,
-            } => {
-                let _ = self.queue.on_not_archived(id, reason, now);
-                let _ = self.index.set_state(
-                    id,
-                    StateName::NotArchived,
-                    attempts,
-                    Some(reason),
-                    display_sender.as_deref(),
-                    now,
-                );
-                self.awaiting_store.remove(&id);
-                tracing::info!(%id, reason, "not archived");
-                None
-            }
-            Parsed::Keep {
-                archival,
-                display_sender,
-                ..
-            } => {
-                let found = match &archival.message_id {
-                    Some(mid) => self
-                        .index
-                        .find_archived(mid, archival.sent_date.as_deref())
-                        .ok()
-                        .flatten(),
-                    None => None,
-                };
-                if let Some(target) = found.filter(|t| *t != id) {
-                    // A merged item keeps its own archived form too (stored once by hash).
-                    let merged = match self.parse(id, true) {
-                        Ok(Parsed::Keep {
-                            archival, content, ..
-                        }) => self
-                            .store_content(&archival, &content)
-                            .and_then(|()| self.index.merge(id, target, &archival, attempts, now)),
-                        Ok(Parsed::Drop { .. }) | Err(_) => {
-                            self.index.merge(id, target, &archival, attempts, now)
-                        }
-                    };
-                    match merged {
-                        Ok(()) => {
-                            let _ = self
-                                .queue
-                                .on_match_result(id, MatchResult::Found(target), now);
-                            self.awaiting_store.remove(&id);
-                            tracing::debug!(%id, into = %target, "merged");
-                        }
-                        Err(e) => self.fail(id, &e.into(), now),
-                    }
+        // The first attempt parses the item; later ones only look its key up again.
+        let mut display_sender = None;
+        if !self.match_keys.contains_key(&id) {
+            match self.parse(id, false) {
+                Ok(Parsed::Drop {
+                    reason,
+                    display_sender,
+                }) => {
+                    let attempts = self.attempts(id);
+                    let _ = self.queue.on_not_archived(id, reason, now);
+                    let _ = self.index.set_state(
+                        id,
+                        StateName::NotArchived,
+                        attempts,
+                        Some(reason),
+                        display_sender.as_deref(),
+                        now,
+                    );
+                    self.awaiting_store.remove(&id);
+                    tracing::info!(%id, reason, "not archived");
                     return None;
                 }
-                let next = self
-                    .queue
-                    .on_match_result(id, MatchResult::NotFound, now)
-                    .ok()
-                    .flatten();
-                let state = if next.is_some() {
-                    StateName::Archiving
-                } else {
-                    StateName::Waiting
-                };
-                let _ =
-                    self.index
-                        .set_state(id, state, attempts, None, display_sender.as_deref(), now);
-                next
+                Ok(Parsed::Keep {
+                    archival,
+                    display_sender: sender,
+                    ..
+                }) => {
+                    display_sender = sender;
+                    self.match_keys.insert(id, MatchKey::of(archival));
+                }
+                Err(error) => {
+                    self.fail(id, &error, now);
+                    return None;
+                }
             }
         }
+        let attempts = self.attempts(id);
+        let found = self.match_keys.get(&id).and_then(|key| {
+            let message_id = key.message_id.as_deref()?;
+            self.index
+                .find_archived(message_id, key.sent_date.as_deref())
+                .ok()
+                .flatten()
+        });
+        if let Some(target) = found.filter(|t| *t != id) {
+            self.match_keys.remove(&id);
+            // A merged item keeps its own archived form too (stored once by hash).
+            // Read back as archiving reads it: what failed then fails the item the same way.
+            let merged = match self.parse(id, true) {
+                Ok(Parsed::Keep {
+                    archival, content, ..
+                }) => self
+                    .store_content(&archival, &content)
+                    .and_then(|()| self.index.merge(id, target, &archival, attempts, now))
+                    .map_err(ItemError::from),
+                Ok(Parsed::Drop { reason, .. }) => Err(ItemError::DroppedOnArchive(reason)),
+                Err(e) => Err(e),
+            };
+            match merged {
+                Ok(()) => {
+                    let _ = self
+                        .queue
+                        .on_match_result(id, MatchResult::Found(target), now);
+                    self.awaiting_store.remove(&id);
+                    tracing::debug!(%id, into = %target, "merged");
+                }
+                Err(error) => self.fail(id, &error, now),
+            }
+            return None;
+        }
+        let next = self
+            .queue
+            .on_match_result(id, MatchResult::NotFound, now)
+            .ok()
+            .flatten();
+        let state = if next.is_some() {
+            StateName::Archiving
+        } else {
+            StateName::Waiting
+        };
+        let _ = self
+            .index
+            .set_state(id, state, attempts, None, display_sender.as_deref(), now);
+        next
     }
 
     /// Stores an item's archived form under its hash.
@@ -1008,6 +1040,7 @@ impl Pipeline {
 
     fn archive(&mut self, id: ItemId, now: Timestamp) {
         self.in_batch_items.push(id);
+        self.match_keys.remove(&id);
         let attempts = self.attempts(id);
         let result = match self.parse(id, true) {
             Ok(Parsed::Keep {
@@ -1083,6 +1116,11 @@ impl Pipeline {
                 .get(&id)
                 .map(|data| std::borrow::Cow::Borrowed(data.as_slice()))
         };
+        // The spool's hash is that of these bytes when they are the ones it hashed (handed
+        // over) or were checked against their record's CRC (read from the log); a large
+        // message's data file has no such check, so its archived form is hashed again.
+        let received_hash =
+            (handed.is_some() || placed.location.log_offset.is_some()).then_some(placed.sha256);
         let bytes = match handed {
             Some(bytes) => bytes,
             None => std::borrow::Cow::Owned(
@@ -1094,7 +1132,11 @@ impl Pipeline {
         let journal = &self.policy.journals[placed.journal];
         let policy = &self.policy;
         let parsed = catch_unwind(AssertUnwindSafe(|| {
-            classify(policy, journal, &bytes, with_content)
+            let known = Received {
+                bytes: &bytes,
+                sha256: received_hash,
+            };
+            classify(policy, journal, known, with_content)
         }))
         .map_err(|_| ItemError::ParserPanicked)?;
         Ok(parsed.map_content(|span| match span {
@@ -1118,9 +1160,21 @@ fn journal_of<'p>(policy: &'p Policy, record: &Record) -> Option<&'p Journal> {
     policy.journal_for_recipient(address)
 }
 
+/// An item's bytes as received, with their SHA-256 when it is known to be theirs.
+struct Received<'b> {
+    bytes: &'b [u8],
+    sha256: Option<ContentHash>,
+}
+
 /// Parses and classifies one item ([`ingest`](crate::ingest)); the archived form and its
 /// hash only `with_content` (matching needs the key, not the content).
-fn classify(policy: &Policy, journal: &Journal, bytes: &[u8], with_content: bool) -> Parsed<Span> {
+fn classify(
+    policy: &Policy,
+    journal: &Journal,
+    received: Received<'_>,
+    with_content: bool,
+) -> Parsed<Span> {
+    let bytes = received.bytes;
     let ingested = ingest::ingest(policy, journal, bytes);
     let display_sender = ingested.display_sender().map(str::to_owned);
     let item = ingested.item();
@@ -1146,7 +1200,15 @@ fn classify(policy: &Policy, journal: &Journal, bytes: &[u8], with_content: bool
                 sender: item.sender().map(str::to_owned),
                 on_behalf_of: item.on_behalf_of().map(str::to_owned),
                 format: item.format().as_str().to_owned(),
-                content: with_content.then(|| hash_of(archived)),
+                // An item archived as received (EML) is not hashed a second time.
+                content: with_content.then(|| match (&content, received.sha256) {
+                    (Span::Part(range), Some(sha256))
+                        if range.start == 0 && range.end == bytes.len() =>
+                    {
+                        sha256
+                    }
+                    _ => hash_of(archived),
+                }),
                 recipients: item
                     .recipients()
                     .iter()

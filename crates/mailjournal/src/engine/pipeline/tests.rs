@@ -221,8 +221,20 @@ fn handed_bytes_are_parsed_without_reading_the_spool_and_then_released() {
     assert_eq!(state(&dir, ItemId(id)), StateName::Waiting);
     pipeline.release_handed();
     assert_eq!(handoff.in_flight.load(Ordering::Acquire), 0);
-    // A later attempt reads from the spool, which has nothing: the item fails.
+    // A later match attempt needs only the key kept from the first parse ...
     pipeline.step(now + Duration::minutes(2));
+    assert_eq!(state(&dir, ItemId(id)), StateName::Waiting);
+    assert_eq!(
+        Reader::open(&dir)
+            .unwrap()
+            .item(ItemId(id))
+            .unwrap()
+            .unwrap()
+            .attempts,
+        2
+    );
+    // ... archiving (after the third) reads from the spool, which has nothing: it fails.
+    pipeline.step(now + Duration::minutes(4));
     assert_eq!(state(&dir, ItemId(id)), StateName::Failed);
 }
 
@@ -336,6 +348,9 @@ fn a_sealed_segment_retires_once_every_item_in_it_is_settled() {
         pipeline.step(now + Duration::seconds(s));
     }
     assert_eq!(state(&dir, early.id), StateName::Archived);
+    // Read from the log (CRC-checked), archived as received: under the spool's own hash.
+    assert_eq!(content_hash(&dir, early.id), early.sha256);
+    assert_eq!(early.sha256, hash_of(&eml("early@contoso.com")));
     let sha = content_hash(&dir, early.id).to_string();
     let (pending, durable) = (
         dir.join("archive/pending").join(&sha),
