@@ -4,8 +4,9 @@
 # --rsa for RSA 2048) and one load client driving both identically
 # (benches/examples/smtp_load.rs: rustls, the certificate verified, a full handshake on every
 # connection, no resumption). A connection carries --per-connection messages: 20 by default,
-# what an Exchange send connector sends over one (SmtpMaxMessagesPerConnection); 1 is
-# smtp-source's default and the worst case for TLS (a handshake per message).
+# Exchange's default limit of messages per outbound connection (SmtpMaxMessagesPerConnection
+# on a send connector; "Limit number of messages per connection", 20, since Exchange 2003);
+# 1 is smtp-source's default and the worst case for TLS (a handshake per message).
 # One journal-server serves two definitions: journaling-tls@ (encrypted = true: MAIL is
 # refused before STARTTLS) and journaling@ in clear text, so the TLS cost is measured against
 # the same process. Every round runs every target once, interleaved, for 20 KB and for 1 MB
