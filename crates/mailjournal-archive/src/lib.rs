@@ -87,6 +87,10 @@ pub enum ArchiveError {
         /// What was found.
         value: String,
     },
+    /// A write in the batch failed part way (that write reported its own error): the whole
+    /// batch was rolled back rather than committed half done, and its items start over.
+    #[error("archive batch rolled back: one of its writes failed part way")]
+    BatchRolledBack,
     /// Another backend's failure.
     #[error("archive backend: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),

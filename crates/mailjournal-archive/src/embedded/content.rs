@@ -1,6 +1,7 @@
 //! Content files: `pending/<HASH>` until made durable, then `<first two digits>/<HASH>`.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -19,6 +20,9 @@ pub struct FileContent {
     dir: PathBuf,
     /// Bytes in `pending/`, not yet durable.
     pending_bytes: Cell<u64>,
+    /// What is in `pending/`: this process is its only writer, so a look here replaces a
+    /// `stat` per item stored (of two, the other for the durable file).
+    pending: RefCell<HashSet<ContentHash>>,
 }
 
 impl FileContent {
@@ -27,10 +31,11 @@ impl FileContent {
     pub fn open(dir: &Path) -> ArchiveResult<FileContent> {
         let pending = pending_dir(dir);
         fs::create_dir_all(&pending)?;
-        let pending_bytes = check_pending(&pending)?;
+        let (pending, pending_bytes) = check_pending(&pending)?;
         Ok(FileContent {
             dir: dir.to_path_buf(),
             pending_bytes: Cell::new(pending_bytes),
+            pending: RefCell::new(pending),
         })
     }
 
@@ -73,9 +78,9 @@ pub(crate) fn len_of(dir: &Path, hash: &ContentHash) -> io::Result<u64> {
 }
 
 /// After a crash, pending content may be missing, short or garbage (it was never synced):
-/// keeps what matches its name, removes the rest. Returns the bytes kept.
-fn check_pending(pending: &Path) -> io::Result<u64> {
-    let mut kept = 0;
+/// keeps what matches its name, removes the rest. Returns what it kept and its bytes.
+fn check_pending(pending: &Path) -> io::Result<(HashSet<ContentHash>, u64)> {
+    let (mut kept, mut bytes) = (HashSet::new(), 0);
     for entry in fs::read_dir(pending)? {
         let entry = entry?;
         let path = entry.path();
@@ -83,15 +88,16 @@ fn check_pending(pending: &Path) -> io::Result<u64> {
         let intact = name
             .to_str()
             .and_then(|n| n.parse::<ContentHash>().ok())
-            .is_some_and(|hash| file_hash(&path).is_ok_and(|h| h == hash));
-        if intact {
-            kept += entry.metadata()?.len();
+            .filter(|hash| file_hash(&path).is_ok_and(|h| h == *hash));
+        if let Some(hash) = intact {
+            bytes += entry.metadata()?.len();
+            kept.insert(hash);
         } else {
             tracing::warn!(file = %path.display(), "unsynced archive content did not survive: removed (archived again from the spool)");
             fs::remove_file(&path)?;
         }
     }
-    Ok(kept)
+    Ok((kept, bytes))
 }
 
 /// The SHA-256 of a file, streamed.
@@ -130,7 +136,14 @@ impl ContentStore for FileContent {
         // and the open checks each pending file against its name (a rename through a
         // temporary name would cost a directory update per item for nothing). Readers never
         // see it short: the index refers to it only once the write has returned.
-        fs::File::create(pending_dir(&self.dir).join(hash.to_string()))?.write_all(bytes)?;
+        let written = fs::File::create(pending_dir(&self.dir).join(hash.to_string()))
+            .and_then(|mut file| file.write_all(bytes));
+        if let Err(e) = written {
+            // Short or absent, it must not count as stored (the open would remove it anyway).
+            let _ = fs::remove_file(pending_dir(&self.dir).join(hash.to_string()));
+            return Err(e.into());
+        }
+        self.pending.borrow_mut().insert(*hash);
         self.pending_bytes
             .set(self.pending_bytes.get() + bytes.len() as u64);
         if self.pending_bytes.get() >= PENDING_CONTENT_LIMIT {
@@ -140,8 +153,7 @@ impl ContentStore for FileContent {
     }
 
     fn contains(&self, hash: &ContentHash) -> ArchiveResult<bool> {
-        Ok(pending_dir(&self.dir).join(hash.to_string()).exists()
-            || durable_path(&self.dir, hash).exists())
+        Ok(self.pending.borrow().contains(hash) || durable_path(&self.dir, hash).exists())
     }
 
     fn read(&self, hash: &ContentHash) -> ArchiveResult<Vec<u8>> {
@@ -149,6 +161,7 @@ impl ContentStore for FileContent {
     }
 
     fn remove(&self, hash: &ContentHash) -> ArchiveResult<()> {
+        self.pending.borrow_mut().remove(hash);
         for path in [
             pending_dir(&self.dir).join(hash.to_string()),
             durable_path(&self.dir, hash),
@@ -163,26 +176,23 @@ impl ContentStore for FileContent {
 
     fn make_durable(&self) -> ArchiveResult<()> {
         let pending = pending_dir(&self.dir);
-        let mut names = Vec::new();
-        for entry in fs::read_dir(&pending)? {
-            let name = entry?.file_name();
-            if let Some(hash) = name.to_str().and_then(|n| n.parse::<ContentHash>().ok()) {
-                names.push(hash.to_string());
-            }
-        }
-        if names.is_empty() {
+        let hashes: Vec<ContentHash> = self.pending.borrow().iter().copied().collect();
+        if hashes.is_empty() {
             return Ok(());
         }
+        let names: Vec<String> = hashes.iter().map(ContentHash::to_string).collect();
         // The data first, then the moves: a file in its shard is always durable.
         let files: Vec<PathBuf> = names.iter().map(|name| pending.join(name)).collect();
         sync_paths(&self.dir, &files)?;
         let mut dirs = std::collections::BTreeSet::new();
-        for (name, file) in names.iter().zip(&files) {
+        for ((hash, name), file) in hashes.iter().zip(&names).zip(&files) {
             let shard = self.dir.join(&name[..2]);
             if !dirs.contains(&shard) {
                 fs::create_dir_all(&shard)?;
             }
             fs::rename(file, shard.join(name))?;
+            // One by one: after a failure part way, the next call moves only what is left.
+            self.pending.borrow_mut().remove(hash);
             dirs.insert(shard);
         }
         dirs.extend([pending, self.dir.clone()]);

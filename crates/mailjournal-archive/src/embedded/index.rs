@@ -181,6 +181,9 @@ pub(crate) fn item_content(text: Option<String>) -> ArchiveResult<Option<Content
 #[derive(Debug)]
 pub struct SqliteIndex {
     db: Connection,
+    /// Set when an item's writes failed part way inside a batch: the batch is then rolled
+    /// back at its end rather than committed half done (see [`SqliteIndex::atomically`]).
+    poisoned: std::cell::Cell<bool>,
 }
 
 impl SqliteIndex {
@@ -198,7 +201,29 @@ impl SqliteIndex {
         // Every statement the engine runs stays compiled (rusqlite keeps 16 by default):
         // preparing the Message-ID lookup anew for each item was 12 % of the pipeline's CPU.
         db.set_prepared_statement_cache_capacity(32);
-        Ok(SqliteIndex { db })
+        Ok(SqliteIndex {
+            db,
+            poisoned: std::cell::Cell::new(false),
+        })
+    }
+
+    /// Runs one item's writes so that they land whole or not at all. Outside a batch they are
+    /// a transaction of their own. Inside one they run in the batch itself and a failure
+    /// poisons it: [`end_batch`](ArchiveIndex::end_batch) then rolls everything back (its
+    /// items start over, as after a failed commit). Not a savepoint per item: a savepoint
+    /// copies every page the item touches into the statement journal, which was 12 % of the
+    /// pipeline's CPU (perf, 2026-12-02), for a failure that only a broken disk causes.
+    fn atomically<T>(
+        &self,
+        write: impl FnOnce(&Connection) -> ArchiveResult<T>,
+    ) -> ArchiveResult<T> {
+        if self.db.is_autocommit() {
+            let tx = self.db.unchecked_transaction()?;
+            let written = write(&tx)?;
+            tx.commit()?;
+            return Ok(written);
+        }
+        write(&self.db).inspect_err(|_| self.poisoned.set(true))
     }
 
     fn merge_into(
@@ -351,10 +376,18 @@ impl ArchiveIndex for SqliteIndex {
     }
 
     fn end_batch(&self) -> ArchiveResult<()> {
+        if self.poisoned.take() {
+            // SQLite may have rolled back already (a full disk does): nothing is left then.
+            if !self.db.is_autocommit() {
+                self.db.execute_batch("ROLLBACK")?;
+            }
+            return Err(ArchiveError::BatchRolledBack);
+        }
         Ok(self.db.execute_batch("COMMIT")?)
     }
 
     fn rollback_batch(&self) -> ArchiveResult<()> {
+        self.poisoned.set(false);
         Ok(self.db.execute_batch("ROLLBACK")?)
     }
 
@@ -502,29 +535,29 @@ impl ArchiveIndex for SqliteIndex {
         attempts: u32,
         at: Timestamp,
     ) -> ArchiveResult<ItemId> {
-        let tx = self.db.savepoint()?;
-        let existing = match &archival.message_id {
-            Some(mid) => archived_with_key(&tx, mid, archival.sent_date.as_deref())?,
-            None => None,
-        };
-        let (target, state) = match existing {
-            Some(target) => (target, StateName::Merged),
-            None => {
-                tx.prepare_cached(
-                    "INSERT INTO archived (id, message_id, sent_date, subject, sender, format, content_sha256, archived_at, on_behalf_of) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                )?
-                .execute(params![item.to_string(), archival.message_id, archival.sent_date, archival.subject, archival.sender, archival.format, hash_text(archival).unwrap_or_default(), at.0 as i64, archival.on_behalf_of])?;
-                (item, StateName::Archived)
-            }
-        };
-        Self::merge_into(&tx, target, item, archival)?;
-        let merged_into = (state == StateName::Merged).then(|| target.to_string());
-        tx.prepare_cached(
-            "UPDATE items SET state = ?2, attempts = ?3, merged_into = ?4, content_sha256 = ?5, updated_at = ?6, reason = NULL WHERE id = ?1",
-        )?
-        .execute(params![item.to_string(), state.as_str(), attempts, merged_into, hash_text(archival), at.0 as i64])?;
-        tx.commit()?;
-        Ok(target)
+        self.atomically(|tx| {
+            let existing = match &archival.message_id {
+                Some(mid) => archived_with_key(tx, mid, archival.sent_date.as_deref())?,
+                None => None,
+            };
+            let (target, state) = match existing {
+                Some(target) => (target, StateName::Merged),
+                None => {
+                    tx.prepare_cached(
+                        "INSERT INTO archived (id, message_id, sent_date, subject, sender, format, content_sha256, archived_at, on_behalf_of) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    )?
+                    .execute(params![item.to_string(), archival.message_id, archival.sent_date, archival.subject, archival.sender, archival.format, hash_text(archival).unwrap_or_default(), at.0 as i64, archival.on_behalf_of])?;
+                    (item, StateName::Archived)
+                }
+            };
+            Self::merge_into(tx, target, item, archival)?;
+            let merged_into = (state == StateName::Merged).then(|| target.to_string());
+            tx.prepare_cached(
+                "UPDATE items SET state = ?2, attempts = ?3, merged_into = ?4, content_sha256 = ?5, updated_at = ?6, reason = NULL WHERE id = ?1",
+            )?
+            .execute(params![item.to_string(), state.as_str(), attempts, merged_into, hash_text(archival), at.0 as i64])?;
+            Ok(target)
+        })
     }
 
     fn merge(
@@ -535,13 +568,14 @@ impl ArchiveIndex for SqliteIndex {
         attempts: u32,
         at: Timestamp,
     ) -> ArchiveResult<()> {
-        let tx = self.db.savepoint()?;
-        Self::merge_into(&tx, target, item, archival)?;
-        tx.prepare_cached(
-            "UPDATE items SET state = 'merged', attempts = ?2, merged_into = ?3, content_sha256 = ?4, updated_at = ?5, reason = NULL WHERE id = ?1",
-        )?
-        .execute(params![item.to_string(), attempts, target.to_string(), hash_text(archival), at.0 as i64])?;
-        Ok(tx.commit()?)
+        self.atomically(|tx| {
+            Self::merge_into(tx, target, item, archival)?;
+            tx.prepare_cached(
+                "UPDATE items SET state = 'merged', attempts = ?2, merged_into = ?3, content_sha256 = ?4, updated_at = ?5, reason = NULL WHERE id = ?1",
+            )?
+            .execute(params![item.to_string(), attempts, target.to_string(), hash_text(archival), at.0 as i64])?;
+            Ok(())
+        })
     }
 
     fn record_retired(&self, segments: &[u64], at: Timestamp) -> ArchiveResult<()> {

@@ -232,23 +232,9 @@ fn archive_one(
         })
         .unwrap();
     let archival = crate::Archival {
-        message_id: Some(format!("{id}@x")),
-        sent_date: None,
-        subject: None,
         sender: Some(sender.into()),
-        on_behalf_of: None,
-        format: "eml".into(),
         content: Some(mailjournal_queue::ContentHash([content; 32])),
-        recipients: recipients
-            .iter()
-            .map(|a| crate::ArchivedRecipient {
-                address: (*a).into(),
-                field: "bcc".into(),
-                expanded: None,
-                forwarded: None,
-            })
-            .collect(),
-        mailboxes: Vec::new(),
+        ..archival(&format!("{id}@x"), recipients)
     };
     store
         .archive(ItemId(id), &archival, 1, Timestamp(at * 1000))
@@ -334,4 +320,117 @@ fn retention_deletes_what_expired_keeps_what_is_held_and_leaves_shared_content()
     assert_eq!(counts.last_deletion_at, Some(Timestamp(60_000)));
     // Ids go on after the newest, deleted or not.
     assert_eq!(store.newest_item_id().unwrap(), Some(ItemId(6)));
+}
+
+/// An archived form with one Bcc recipient per address.
+fn archival(message_id: &str, recipients: &[&str]) -> crate::Archival {
+    crate::Archival {
+        message_id: Some(message_id.into()),
+        sent_date: None,
+        subject: None,
+        sender: Some("sender@example.com".into()),
+        on_behalf_of: None,
+        format: "eml".into(),
+        content: Some(mailjournal_queue::ContentHash([7; 32])),
+        recipients: recipients
+            .iter()
+            .map(|a| crate::ArchivedRecipient {
+                address: (*a).into(),
+                field: "bcc".into(),
+                expanded: None,
+                forwarded: None,
+            })
+            .collect(),
+        mailboxes: Vec::new(),
+    }
+}
+
+#[test]
+fn an_item_whose_writes_fail_part_way_leaves_nothing_half_done_in_a_batch_or_alone() {
+    let dir = temp_dir("atomic");
+    let mut store = index(&dir);
+    for id in [0xA, 0xB, 0xC] {
+        store.add_item(&item(id, None)).unwrap();
+    }
+    // A real failure after the item's first write (its archived row): SQLite refuses this
+    // recipient.
+    let db = Connection::open(dir.join("archive.sqlite3")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER refuse AFTER INSERT ON archived_recipients \
+         WHEN NEW.address = 'refused@example.com' BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+    )
+    .unwrap();
+    let archived = |store: &SqliteIndex, id: &str| store.find_archived(id, None).unwrap();
+
+    // In a batch: the item that failed poisons it, and nothing of the batch stays, not even
+    // the item archived before it.
+    store.begin_batch().unwrap();
+    store
+        .archive(
+            ItemId(0xA),
+            &archival("a@x", &["bob@example.com"]),
+            1,
+            Timestamp(5),
+        )
+        .unwrap();
+    let failed = store.archive(
+        ItemId(0xB),
+        &archival("b@x", &["bob@example.com", "refused@example.com"]),
+        1,
+        Timestamp(5),
+    );
+    assert!(failed.is_err());
+    assert!(matches!(
+        store.end_batch(),
+        Err(crate::ArchiveError::BatchRolledBack)
+    ));
+    for (id, mid) in [(0xA, "a@x"), (0xB, "b@x")] {
+        assert_eq!(archived(&store, mid), None);
+        let progress = store.progress(ItemId(id)).unwrap().unwrap();
+        assert_eq!(progress.state, StateName::Waiting);
+        assert_eq!(progress.content, None);
+    }
+    // The next batch is a fresh one and commits.
+    store.begin_batch().unwrap();
+    store
+        .archive(
+            ItemId(0xA),
+            &archival("a@x", &["bob@example.com"]),
+            1,
+            Timestamp(6),
+        )
+        .unwrap();
+    store.end_batch().unwrap();
+    assert_eq!(archived(&store, "a@x"), Some(ItemId(0xA)));
+
+    // Alone (no batch): the item's own transaction is rolled back.
+    assert!(
+        store
+            .archive(
+                ItemId(0xC),
+                &archival("c@x", &["refused@example.com"]),
+                1,
+                Timestamp(7),
+            )
+            .is_err()
+    );
+    assert_eq!(archived(&store, "c@x"), None);
+    assert_eq!(
+        store.progress(ItemId(0xC)).unwrap().unwrap().state,
+        StateName::Waiting
+    );
+    db.execute_batch("DROP TRIGGER refuse").unwrap();
+    store
+        .archive(
+            ItemId(0xC),
+            &archival("c@x", &["bob@example.com"]),
+            1,
+            Timestamp(8),
+        )
+        .unwrap();
+    assert_eq!(archived(&store, "c@x"), Some(ItemId(0xC)));
+    assert_eq!(
+        counted(&db),
+        vec![(StateName::Archived, 2), (StateName::Waiting, 1)]
+    );
 }

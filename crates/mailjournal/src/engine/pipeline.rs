@@ -1015,6 +1015,11 @@ impl Pipeline {
             .on_match_result(id, MatchResult::NotFound, now)
             .ok()
             .flatten();
+        // Archived right after, in this batch: that write records the attempts (one UPDATE per
+        // item fewer), unless this first look found the sender to show.
+        if next.is_some() && display_sender.is_none() {
+            return next;
+        }
         let state = if next.is_some() {
             StateName::Archiving
         } else {
