@@ -406,6 +406,9 @@ pub trait ContentStore: Send {
     }
 
     /// Removes the content with this hash (retention); nothing happens when it is not there.
+    /// A store may only forget it at once and erase it at the next
+    /// [`make_durable`](Self::make_durable), which the engine calls before it records the
+    /// content as gone.
     fn remove(&self, hash: &ContentHash) -> ArchiveResult<()>;
 }
 

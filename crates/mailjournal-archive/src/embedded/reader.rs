@@ -267,7 +267,7 @@ impl Reader {
 
     /// The size of the stored content with this hash.
     pub fn content_len(&self, hash: &ContentHash) -> ArchiveResult<u64> {
-        Ok(content::len_of(&self.content_dir, hash)?)
+        content::len_of(&self.content_dir, hash)
     }
 
     /// What retention has done.
@@ -294,9 +294,16 @@ impl Reader {
         })
     }
 
-    /// The stored content with this hash (pending or durable).
+    /// Whether the stored content with this hash would survive a power loss now (the engine
+    /// makes content durable in batches, before it retires the spool segments holding the
+    /// messages); `None` when it is not stored.
+    pub fn content_durable(&self, hash: &ContentHash) -> ArchiveResult<Option<bool>> {
+        content::durable_from(&self.content_dir, hash)
+    }
+
+    /// The stored content with this hash (durable or not yet).
     pub fn content(&self, hash: &ContentHash) -> ArchiveResult<Vec<u8>> {
-        Ok(content::read_from(&self.content_dir, hash)?)
+        content::read_from(&self.content_dir, hash)
     }
 }
 

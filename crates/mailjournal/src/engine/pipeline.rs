@@ -1031,16 +1031,22 @@ impl Pipeline {
         next
     }
 
-    /// Stores an item's archived form under its hash.
+    /// Stores an item's archived form under its hash, readable by any reader before the
+    /// index refers to it: at the batch's end, or at once when there is no batch (the index
+    /// then commits each write as it comes).
     fn store_content(
         &self,
         archival: &Archival,
         content: &Content,
     ) -> mailjournal_archive::ArchiveResult<()> {
-        match &archival.content {
-            Some(hash) => self.content.put(hash, content.as_slice()),
-            None => Ok(()),
+        let Some(hash) = &archival.content else {
+            return Ok(());
+        };
+        self.content.put(hash, content.as_slice())?;
+        if !self.in_batch {
+            self.content.flush()?;
         }
+        Ok(())
     }
 
     fn archive(&mut self, id: ItemId, now: Timestamp) {
@@ -1079,8 +1085,7 @@ impl Pipeline {
             Ok(Parsed::Keep {
                 archival, content, ..
             }) if archival.content == Some(hash) => self
-                .content
-                .put(&hash, content.as_slice())
+                .store_content(&archival, &content)
                 .map_err(ItemError::from),
             Ok(_) => Err(ItemError::Changed),
             Err(e) => Err(e),

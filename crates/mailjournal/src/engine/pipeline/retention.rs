@@ -102,15 +102,30 @@ impl Pipeline {
         let mut contents = 0;
         match self.index.content_garbage() {
             Ok(garbage) => {
+                let mut removed = Vec::new();
                 for hash in garbage {
-                    let removed = self
-                        .content
-                        .remove(&hash)
-                        .and_then(|()| self.index.content_removed(&hash));
-                    match removed {
-                        Ok(()) => contents += 1,
+                    match self.content.remove(&hash) {
+                        Ok(()) => removed.push(hash),
                         Err(e) => {
                             tracing::error!(%hash, error = %e, "retention: cannot remove content")
+                        }
+                    }
+                }
+                // Erased for good (a store may only mark it until then) before the index
+                // forgets it was garbage: a crash in between then removes it again.
+                let erased = removed.is_empty()
+                    || {
+                        let durable = self.content.make_durable();
+                        if let Err(e) = &durable {
+                            tracing::error!(error = %e, "retention: cannot make content removal durable");
+                        }
+                        durable.is_ok()
+                    };
+                for hash in removed.into_iter().filter(|_| erased) {
+                    match self.index.content_removed(&hash) {
+                        Ok(()) => contents += 1,
+                        Err(e) => {
+                            tracing::error!(%hash, error = %e, "retention: cannot record content removed")
                         }
                     }
                 }

@@ -124,9 +124,19 @@ fn archived_content_lost_in_a_crash_is_archived_again_from_the_spool() {
     let name = ItemId(id);
     assert_eq!(state(&dir, name), StateName::Archived);
     drop(pipeline);
-    // A power loss before the content was made durable: its file came back empty.
+    // A power loss before the content was made durable: none of what the packs got since
+    // came back.
     let hash = content_hash(&dir, name);
-    std::fs::write(dir.join("archive/pending").join(hash.to_string()), b"").unwrap();
+    assert_eq!(
+        Reader::open(&dir).unwrap().content_durable(&hash).unwrap(),
+        Some(false)
+    );
+    for pack in std::fs::read_dir(dir.join("archive/packs")).unwrap() {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(pack.unwrap().path());
+        file.unwrap().set_len(0).unwrap();
+    }
 
     let mut pipeline = eml_pipeline_over(&dir);
     let reader = Reader::open(&dir).unwrap();
@@ -351,15 +361,13 @@ fn a_sealed_segment_retires_once_every_item_in_it_is_settled() {
     // Read from the log (CRC-checked), archived as received: under the spool's own hash.
     assert_eq!(content_hash(&dir, early.id), early.sha256);
     assert_eq!(early.sha256, hash_of(&eml("early@contoso.com")));
-    let sha = content_hash(&dir, early.id).to_string();
-    let (pending, durable) = (
-        dir.join("archive/pending").join(&sha),
-        dir.join("archive").join(&sha[..2]).join(&sha),
-    );
-    assert!(
-        pending.exists() && !durable.exists(),
-        "not durable before retirement"
-    );
+    let durable = || {
+        Reader::open(&dir)
+            .unwrap()
+            .content_durable(&early.sha256)
+            .unwrap()
+    };
+    assert_eq!(durable(), Some(false), "not durable before retirement");
     // `late` arrives only now: at the next prune it has had one attempt of three.
     pipeline.take(&late, None);
     pipeline.take(&active, None);
@@ -368,10 +376,7 @@ fn a_sealed_segment_retires_once_every_item_in_it_is_settled() {
     pipeline.retire_settled_segments(prune);
     assert_eq!(state(&dir, late.id), StateName::Waiting);
     assert!(!live(early.location.segment), "every item settled: retired");
-    assert!(
-        durable.exists() && !pending.exists(),
-        "durable once retired"
-    );
+    assert_eq!(durable(), Some(true), "durable once retired");
     assert!(live(late.location.segment), "an item still waits");
     assert!(
         live(active.location.segment),
