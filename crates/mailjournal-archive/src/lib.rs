@@ -459,6 +459,20 @@ pub trait ArchiveIndex: Send {
         at: Timestamp,
     ) -> ArchiveResult<()>;
 
+    /// Records one more match attempt of an item that stays waiting (with the sender shown in
+    /// queue details, when given), clearing any earlier reason. The same as
+    /// [`set_state`](Self::set_state) with [`StateName::Waiting`]; a backend may do it
+    /// cheaper when the item is waiting already, as it nearly always is.
+    fn record_attempt(
+        &self,
+        id: ItemId,
+        attempts: u32,
+        sender: Option<&str>,
+        at: Timestamp,
+    ) -> ArchiveResult<()> {
+        self.set_state(id, StateName::Waiting, attempts, None, sender, at)
+    }
+
     /// The archived message with this de-duplication key (Message-ID and sent date).
     fn find_archived(
         &self,

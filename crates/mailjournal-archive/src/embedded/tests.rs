@@ -434,3 +434,66 @@ fn an_item_whose_writes_fail_part_way_leaves_nothing_half_done_in_a_batch_or_alo
         vec![(StateName::Archived, 2), (StateName::Waiting, 1)]
     );
 }
+
+#[test]
+fn a_match_attempt_is_recorded_on_a_waiting_item_and_brings_any_other_back_to_waiting() {
+    let dir = temp_dir("attempt");
+    let store = index(&dir);
+    store.add_item(&item(0xA, None)).unwrap();
+    store.add_item(&item(0xB, None)).unwrap();
+    store
+        .set_state(
+            ItemId(0xA),
+            StateName::Waiting,
+            1,
+            Some("archive storage: disk full (tried again automatically)"),
+            None,
+            Timestamp(2),
+        )
+        .unwrap();
+    store
+        .set_state(
+            ItemId(0xB),
+            StateName::Held,
+            0,
+            Some("held"),
+            None,
+            Timestamp(2),
+        )
+        .unwrap();
+    store
+        .record_attempt(
+            ItemId(0xA),
+            2,
+            Some("Alice <alice@contoso.com>"),
+            Timestamp(3),
+        )
+        .unwrap();
+    store
+        .record_attempt(ItemId(0xB), 1, None, Timestamp(3))
+        .unwrap();
+    for (id, attempts) in [(0xA, 2), (0xB, 1)] {
+        let progress = store.progress(ItemId(id)).unwrap().unwrap();
+        assert_eq!(progress.state, StateName::Waiting);
+        assert_eq!(progress.attempts, attempts);
+        assert_eq!(progress.reason, None, "the earlier reason is gone");
+    }
+    let reader = Reader::open(&dir).unwrap();
+    assert_eq!(
+        reader.item(ItemId(0xA)).unwrap().unwrap().sender,
+        "Alice <alice@contoso.com>"
+    );
+    let db = Connection::open(dir.join("archive.sqlite3")).unwrap();
+    let kept: Vec<(String, i64)> = db
+        .prepare("SELECT state, n FROM item_counts WHERE n > 0 ORDER BY state")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        kept,
+        [("waiting".to_owned(), 2)],
+        "counts follow both paths"
+    );
+}

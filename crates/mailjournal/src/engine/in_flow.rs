@@ -2,10 +2,10 @@
 //! message, as Postfix's `in_flow_delay` does, so that the backlog (and the memory it holds)
 //! stops growing instead of growing for as long as a flood lasts.
 //!
-//! Why: archiving an item costs more CPU than accepting it, and the pipeline runs at a lower
-//! priority than the sessions (acceptance first). Under a sustained flood that saturates the
-//! CPU (45 sessions of `smtp-source` with match attempts a second apart, measured on
-//! 2026-12-01) the waiting items grew by ~800 a second and the server's memory by ~1.8 MB a
+//! Why: archiving an item can cost more CPU than accepting it. Under a sustained flood that
+//! saturates the CPU (45 sessions of `smtp-source` with match attempts a second apart,
+//! measured on 2026-12-01, when the pipeline still ran at a lower priority than the
+//! sessions) the waiting items grew by ~800 a second and the server's memory by ~1.8 MB a
 //! second, without end. The pipeline reports its lag, how long the oldest item that is due has
 //! waited past its time; from [`BEHIND_FROM`] until it is back under [`CAUGHT_UP_BELOW`], each
 //! session waits [`IN_FLOW_DELAY`] before it answers `DATA` (or takes the first `BDAT` chunk).

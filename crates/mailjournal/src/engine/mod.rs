@@ -221,8 +221,13 @@ impl Engine {
         let guard = pipeline_died.guard();
         let thread = std::thread::Builder::new()
             .name("pipeline".into())
+            // At the sessions' priority. It ran at nice 10 until 2026-12-02: then, whenever
+            // acceptance alone filled the CPU, archiving got a tenth of one, fell behind and
+            // in-flow control paused the senders (20 sessions of 20 KB, match attempts a
+            // second apart: in-flow engaged within half a minute at nice 10, never in two
+            // minutes at nice 0), while the clear-text rate did not change (smtp-compare
+            // journal/sink 0.72 at nice 10, 0.71 at nice 0, one run each).
             .spawn(move || {
-                pipeline::run_in_background();
                 pipeline.run(inputs);
                 guard.disarm();
             })

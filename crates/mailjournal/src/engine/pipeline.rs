@@ -51,25 +51,6 @@ const HEAL_BACKOFF_MIN: Duration = Duration::seconds(5);
 /// The longest wait between two tries of a failing archive store.
 const HEAL_BACKOFF_MAX: Duration = Duration::minutes(1);
 
-/// The pipeline thread's nice value. Archiving can wait a few milliseconds, acceptance cannot:
-/// when both want the CPU, the sessions and the committer (the path to each `250`) get most
-/// of it. Not the lowest value, though: at nice 10 the scheduler still gives the pipeline
-/// about a tenth of a contended CPU, more than the ~13 µs per message it needs against the
-/// sessions' and committer's ~125 µs, so under sustained overload it keeps up instead of
-/// letting its backlog (and the queue's memory) grow without end.
-const PIPELINE_NICE: i32 = 10;
-
-/// Lowers the calling thread's scheduling priority to [`PIPELINE_NICE`], where the system
-/// allows it.
-pub(super) fn run_in_background() {
-    // On Linux a thread's nice value is its own (elsewhere this call would renice the whole
-    // process, so it is Linux only).
-    #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::process::setpriority_process(None, PIPELINE_NICE) {
-        tracing::warn!(error = %e, "cannot lower the pipeline thread's priority");
-    }
-}
-
 /// Bytes of committed messages on their way to the pipeline, so that it need not read back
 /// what was just written. Bounded: when the pipeline falls behind, further messages go
 /// without their bytes (it reads those from the spool) instead of piling up in memory.
@@ -1017,17 +998,18 @@ impl Pipeline {
             .flatten();
         // Archived right after, in this batch: that write records the attempts (one UPDATE per
         // item fewer), unless this first look found the sender to show.
-        if next.is_some() && display_sender.is_none() {
-            return next;
+        let sender = display_sender.as_deref();
+        match next {
+            Some(_) if sender.is_none() => {}
+            Some(_) => {
+                let _ = self
+                    .index
+                    .set_state(id, StateName::Archiving, attempts, None, sender, now);
+            }
+            None => {
+                let _ = self.index.record_attempt(id, attempts, sender, now);
+            }
         }
-        let state = if next.is_some() {
-            StateName::Archiving
-        } else {
-            StateName::Waiting
-        };
-        let _ = self
-            .index
-            .set_state(id, state, attempts, None, display_sender.as_deref(), now);
         next
     }
 
