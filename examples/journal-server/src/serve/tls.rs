@@ -178,6 +178,83 @@ mod tests {
         current.end_entity_cert().unwrap().to_vec()
     }
 
+    /// Moves what `from` has to send into `to`, as a socket would.
+    fn pass<A, B>(from: &mut rustls::ConnectionCommon<A>, to: &mut rustls::ConnectionCommon<B>) {
+        let mut wire = Vec::new();
+        while from.wants_write() {
+            from.write_tls(&mut wire).unwrap();
+        }
+        let mut unread = wire.as_slice();
+        while !unread.is_empty() {
+            to.read_tls(&mut unread).unwrap();
+        }
+    }
+
+    /// The suite the server settles on with a client that offers `client`'s suites in its
+    /// order, for `versions`.
+    fn negotiated(
+        server: Arc<ServerConfig>,
+        trusted: &Path,
+        client: CryptoProvider,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> rustls::CipherSuite {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(trusted).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(client))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = "localhost".try_into().unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let mut server = rustls::ServerConnection::new(server).unwrap();
+        while client.is_handshaking() || server.is_handshaking() {
+            pass(&mut client, &mut server);
+            server.process_new_packets().unwrap();
+            pass(&mut server, &mut client);
+            client.process_new_packets().unwrap();
+        }
+        let suite = server.negotiated_cipher_suite().unwrap().suite();
+        assert_eq!(client.negotiated_cipher_suite().unwrap().suite(), suite);
+        suite
+    }
+
+    #[test]
+    fn the_server_picks_aes_128_gcm_whatever_the_client_prefers_and_takes_what_it_offers() {
+        use rustls::CipherSuite as Suite;
+        use rustls::version::{TLS12, TLS13};
+        let dir = std::env::temp_dir().join(format!("journal-tls-suite-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (server, trusted) = self_signed(&dir, "journal.example").unwrap();
+        // rustls' own client order puts AES-256-GCM first, as Windows' does.
+        let default = rustls::crypto::ring::default_provider;
+        assert_eq!(
+            default().cipher_suites[0].suite(),
+            Suite::TLS13_AES_256_GCM_SHA384
+        );
+        let cases = [
+            (&[&TLS13][..], Suite::TLS13_AES_128_GCM_SHA256),
+            (
+                &[&TLS12][..],
+                Suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            ),
+        ];
+        for (versions, expected) in cases {
+            let suite = negotiated(server.clone(), &trusted, default(), versions);
+            assert_eq!(suite, expected, "{versions:?}");
+        }
+        // A client without AES-128 still gets a suite it offers.
+        let mut only_256 = default();
+        only_256
+            .cipher_suites
+            .retain(|s| s.suite() == Suite::TLS13_AES_256_GCM_SHA384);
+        let suite = negotiated(server, &trusted, only_256, &[&TLS13]);
+        assert_eq!(suite, Suite::TLS13_AES_256_GCM_SHA384);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn a_reload_serves_the_new_pair_and_a_bad_one_keeps_the_current() {
         let dir = std::env::temp_dir().join(format!("journal-tls-{}", std::process::id()));

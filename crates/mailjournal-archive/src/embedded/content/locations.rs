@@ -227,9 +227,16 @@ fn open_read_only(path: &Path) -> ArchiveResult<Connection> {
     Ok(db)
 }
 
-/// Whether the record at `at` is within its pack's durable mark, from another process.
-pub(super) fn durable_from(path: &Path, at: Location) -> ArchiveResult<bool> {
+/// Whether the record of `hash` is within its pack's durable mark, from another process:
+/// `None` when it has no location.
+pub(super) fn durable_from(path: &Path, hash: &ContentHash) -> ArchiveResult<Option<bool>> {
+    if !path.exists() {
+        return Ok(None);
+    }
     let db = open_read_only(path)?;
+    let Some(at) = lookup(&db, hash)? else {
+        return Ok(None);
+    };
     let mark: Option<i64> = db
         .query_row(
             "SELECT durable_len FROM packs WHERE pack = ?1",
@@ -237,7 +244,7 @@ pub(super) fn durable_from(path: &Path, at: Location) -> ArchiveResult<bool> {
             |r| r.get(0),
         )
         .optional()?;
-    Ok(mark.is_some_and(|m| m as u64 >= at.offset + at.len))
+    Ok(Some(mark.is_some_and(|m| m as u64 >= at.offset + at.len)))
 }
 
 /// Looks `hash` up from another process: `None` when it has no location, or when no content

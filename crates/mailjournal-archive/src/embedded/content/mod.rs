@@ -178,7 +178,7 @@ impl FileContent {
 fn recover(dir: &Path, locations: &Locations) -> ArchiveResult<Option<u64>> {
     let files = pack::pack_files(dir)?;
     let known = locations.packs()?;
-    locations.durably(|| {
+    let empty = locations.durably(|| {
         let mut lost = 0;
         for &(number, durable, _) in &known {
             if !files.contains(&number) {
@@ -206,18 +206,18 @@ fn recover(dir: &Path, locations: &Locations) -> ArchiveResult<Option<u64>> {
                 "unsynced archive content did not survive: forgotten (archived again from the spool)"
             );
         }
+        let mut empty = Vec::new();
         for &number in &files {
             if !locations.has_records(number)? {
                 locations.forget_pack(number)?;
+                empty.push(number);
             }
         }
-        Ok(())
+        Ok(empty)
     })?;
     // Deleted only once nothing refers to them, durably.
-    for &number in &files {
-        if !locations.has_records(number)? {
-            fs::remove_file(pack::pack_path(dir, number))?;
-        }
+    for number in empty {
+        fs::remove_file(pack::pack_path(dir, number))?;
     }
     Ok(known
         .iter()
@@ -249,8 +249,8 @@ pub(crate) fn read_from(dir: &Path, hash: &ContentHash) -> ArchiveResult<Vec<u8>
 /// Whether the stored content with this hash would survive a power loss now; `None` when it
 /// is not stored.
 pub(crate) fn durable_from(dir: &Path, hash: &ContentHash) -> ArchiveResult<Option<bool>> {
-    match locations::lookup_from(&locations_path(dir), hash)? {
-        Some(at) => Ok(Some(locations::durable_from(&locations_path(dir), at)?)),
+    match locations::durable_from(&locations_path(dir), hash)? {
+        Some(durable) => Ok(Some(durable)),
         None if loose::exists(dir, hash) => Ok(Some(true)),
         None => Ok(loose::len(dir, hash).ok().map(|_| false)),
     }
