@@ -757,6 +757,23 @@ fn a_spool_that_can_no_longer_sync_stops_the_server_and_a_restart_recovers_it() 
 /// STARTTLS, then a handshake that trusts only `trusted` (PEM): whether the server's
 /// certificate is that one.
 fn handshake_trusting(port: u16, trusted: &str) -> Result<(), String> {
+    handshake_offering(
+        port,
+        trusted,
+        rustls::crypto::ring::default_provider(),
+        rustls::DEFAULT_VERSIONS,
+    )
+    .map(|_| ())
+}
+
+/// STARTTLS, then a handshake that trusts only `trusted` (PEM), offering `client`'s suites in
+/// its order for `versions`: the suite the two settled on.
+fn handshake_offering(
+    port: u16,
+    trusted: &str,
+    client: rustls::crypto::CryptoProvider,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<rustls::CipherSuite, String> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut c = Client::greeted(port);
@@ -765,19 +782,61 @@ fn handshake_trusting(port: u16, trusted: &str) -> Result<(), String> {
     roots
         .add(CertificateDer::from_pem_slice(trusted.as_bytes()).unwrap())
         .unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(client))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     let mut tls =
         rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
     while tls.is_handshaking() {
         tls.complete_io(&mut c.stream).map_err(|e| e.to_string())?;
     }
-    Ok(())
+    Ok(tls.negotiated_cipher_suite().unwrap().suite())
+}
+
+#[test]
+fn the_server_picks_aes_128_gcm_whatever_the_client_prefers_and_takes_what_it_offers() {
+    use rustls::CipherSuite as Suite;
+    use rustls::version::{TLS12, TLS13};
+    let files = temp_dir("cipher-suite-files");
+    let (cert, key) = (files.join("cert.pem"), files.join("key.pem"));
+    let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(&cert, pair.cert.pem()).unwrap();
+    std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
+    let trusted = pair.cert.pem();
+    let server = start(
+        "cipher-suite",
+        &format!(
+            "tls_certificate = \"{}\"\ntls_private_key = \"{}\"",
+            cert.display(),
+            key.display()
+        ),
+        "additional_source_ip_ranges = [\"127.0.0.0/8\"]",
+    );
+    // rustls' own client order puts AES-256-GCM first, as Windows' does.
+    let default = rustls::crypto::ring::default_provider;
+    assert_eq!(
+        default().cipher_suites[0].suite(),
+        Suite::TLS13_AES_256_GCM_SHA384
+    );
+    for (versions, expected) in [
+        (&[&TLS13][..], Suite::TLS13_AES_128_GCM_SHA256),
+        (
+            &[&TLS12][..],
+            Suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ),
+    ] {
+        let suite = handshake_offering(server.port, &trusted, default(), versions).unwrap();
+        assert_eq!(suite, expected, "{versions:?}");
+    }
+    // A client without AES-128 still gets a suite it offers.
+    let mut only_256 = default();
+    only_256
+        .cipher_suites
+        .retain(|s| s.suite() == Suite::TLS13_AES_256_GCM_SHA384);
+    let suite = handshake_offering(server.port, &trusted, only_256, &[&TLS13]).unwrap();
+    assert_eq!(suite, Suite::TLS13_AES_256_GCM_SHA384);
 }
 
 #[test]
