@@ -795,23 +795,50 @@ fn handshake_offering(
     Ok(tls.negotiated_cipher_suite().unwrap().suite())
 }
 
+/// A certificate and key file pair for `localhost`, as an operator configures them.
+struct CertificateFiles {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+impl CertificateFiles {
+    fn in_dir(name: &str) -> CertificateFiles {
+        let files = temp_dir(name);
+        CertificateFiles {
+            cert: files.join("cert.pem"),
+            key: files.join("key.pem"),
+        }
+    }
+
+    /// Writes a new certificate, and its key when `with_key`; returns the certificate's PEM.
+    fn install(&self, with_key: bool) -> String {
+        let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(&self.cert, pair.cert.pem()).unwrap();
+        if with_key {
+            std::fs::write(&self.key, pair.signing_key.serialize_pem()).unwrap();
+        }
+        pair.cert.pem()
+    }
+
+    /// The `[server]` settings naming these files.
+    fn settings(&self) -> String {
+        format!(
+            "tls_certificate = \"{}\"\ntls_private_key = \"{}\"",
+            self.cert.display(),
+            self.key.display()
+        )
+    }
+}
+
 #[test]
 fn the_server_picks_aes_128_gcm_whatever_the_client_prefers_and_takes_what_it_offers() {
     use rustls::CipherSuite as Suite;
     use rustls::version::{TLS12, TLS13};
-    let files = temp_dir("cipher-suite-files");
-    let (cert, key) = (files.join("cert.pem"), files.join("key.pem"));
-    let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    std::fs::write(&cert, pair.cert.pem()).unwrap();
-    std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
-    let trusted = pair.cert.pem();
+    let files = CertificateFiles::in_dir("cipher-suite-files");
+    let trusted = files.install(true);
     let server = start(
         "cipher-suite",
-        &format!(
-            "tls_certificate = \"{}\"\ntls_private_key = \"{}\"",
-            cert.display(),
-            key.display()
-        ),
+        &files.settings(),
         "additional_source_ip_ranges = [\"127.0.0.0/8\"]",
     );
     // rustls' own client order puts AES-256-GCM first, as Windows' does.
@@ -841,24 +868,11 @@ fn the_server_picks_aes_128_gcm_whatever_the_client_prefers_and_takes_what_it_of
 
 #[test]
 fn sighup_reloads_the_tls_certificate_and_an_unusable_pair_keeps_the_current_one() {
-    let files = temp_dir("reload-cert-files");
-    let (cert, key) = (files.join("cert.pem"), files.join("key.pem"));
-    let install = |with_key: bool| {
-        let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        std::fs::write(&cert, pair.cert.pem()).unwrap();
-        if with_key {
-            std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
-        }
-        pair.cert.pem()
-    };
-    let first = install(true);
+    let files = CertificateFiles::in_dir("reload-cert-files");
+    let first = files.install(true);
     let server = start(
         "reload-cert",
-        &format!(
-            "tls_certificate = \"{}\"\ntls_private_key = \"{}\"",
-            cert.display(),
-            key.display()
-        ),
+        &files.settings(),
         "additional_source_ip_ranges = [\"127.0.0.0/8\"]",
     );
     let hangup = || {
@@ -871,7 +885,7 @@ fn sighup_reloads_the_tls_certificate_and_an_unusable_pair_keeps_the_current_one
     handshake_trusting(server.port, &first).expect("the configured certificate");
 
     // Renewed: new clients get the new certificate, without a restart.
-    let second = install(true);
+    let second = files.install(true);
     hangup();
     server.wait_for_log("TLS certificate reloaded", 1);
     handshake_trusting(server.port, &second).expect("the renewed certificate");
@@ -880,7 +894,7 @@ fn sighup_reloads_the_tls_certificate_and_an_unusable_pair_keeps_the_current_one
 
     // A certificate whose key is not there yet (renewal half done): refused, the current
     // pair stays, and the server goes on.
-    install(false);
+    files.install(false);
     hangup();
     server.wait_for_log("TLS certificate not reloaded", 1);
     handshake_trusting(server.port, &second).expect("the current certificate stays");
