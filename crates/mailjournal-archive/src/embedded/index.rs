@@ -76,8 +76,9 @@ CREATE INDEX IF NOT EXISTS items_merged_into ON items(merged_into) WHERE merged_
 -- removed it; what retention has done (for status); and the lookups deletion needs.
 CREATE TABLE IF NOT EXISTS content_garbage (hash TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS retention (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+-- An archived message's content is also on the item it was archived from (same id, same
+-- hash, written together), so this one index tells whether a content is still referenced.
 CREATE INDEX IF NOT EXISTS items_content ON items(content_sha256) WHERE content_sha256 IS NOT NULL;
-CREATE INDEX IF NOT EXISTS archived_content ON archived(content_sha256);
 -- Spool log segments retired (start-up no longer reads them), and when.
 CREATE TABLE IF NOT EXISTS spool_retired (
     segment INTEGER PRIMARY KEY,
@@ -140,6 +141,21 @@ fn migrate(db: &Connection) -> rusqlite::Result<()> {
     // the partial index's condition): a second index on the column cost every archived item
     // one more insert at a random place.
     db.execute_batch("DROP INDEX IF EXISTS archived_message_id")?;
+    // Likewise `archived_content`: `items_content` answers for archived messages too once
+    // every archived message's item carries its hash (filled in here for any that does not).
+    let has_archived_content = db
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'archived_content'")?
+        .exists([])?;
+    if has_archived_content {
+        db.execute_batch(
+            "BEGIN IMMEDIATE; \
+             UPDATE items SET content_sha256 = \
+                 (SELECT a.content_sha256 FROM archived a WHERE a.id = items.id) \
+             WHERE content_sha256 IS NULL AND id IN (SELECT id FROM archived WHERE content_sha256 <> ''); \
+             DROP INDEX archived_content; \
+             COMMIT;",
+        )?;
+    }
     if !keeps_item_counts(db)? {
         // Counted once, here; the triggers keep the counts from then on.
         db.execute_batch(&format!(
@@ -186,6 +202,13 @@ pub(crate) fn item_content(text: Option<String>) -> ArchiveResult<Option<Content
 /// hundred thousand messages.
 pub(crate) const CACHE_KIB: i64 = 64 * 1024;
 
+/// Pages the WAL holds before a commit copies them into the database (SQLite's default is
+/// 1 000). Those indexes dirty a page at a random place for each item: with a longer WAL the
+/// checkpoint writes such a page once for many items. At 16 384 pages (64 MiB, the file is
+/// reused, not grown) the pipeline wrote 9 KiB less per archived item and spent 12 % less CPU
+/// on it (200 000 messages of 20 KB from 20 sessions, 2026-12-02).
+pub(crate) const WAL_CHECKPOINT_PAGES: i64 = 16_384;
+
 /// The index of one data directory: the engine's only writer.
 #[derive(Debug)]
 pub struct SqliteIndex {
@@ -211,6 +234,7 @@ impl SqliteIndex {
         // preparing the Message-ID lookup anew for each item was 12 % of the pipeline's CPU.
         db.set_prepared_statement_cache_capacity(32);
         db.pragma_update(None, "cache_size", -CACHE_KIB)?;
+        db.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
         Ok(SqliteIndex {
             db,
             poisoned: std::cell::Cell::new(false),
@@ -336,8 +360,7 @@ fn delete_message(tx: &Connection, id: &str) -> rusqlite::Result<()> {
     for hash in hashes.into_iter().filter(|h| !h.is_empty()) {
         tx.prepare_cached(
             "INSERT OR IGNORE INTO content_garbage (hash) SELECT ?1 \
-             WHERE NOT EXISTS (SELECT 1 FROM archived WHERE content_sha256 = ?1) \
-             AND NOT EXISTS (SELECT 1 FROM items WHERE content_sha256 = ?1)",
+             WHERE NOT EXISTS (SELECT 1 FROM items WHERE content_sha256 = ?1)",
         )?
         .execute([&hash])?;
     }
@@ -675,12 +698,11 @@ impl ArchiveIndex for SqliteIndex {
 
     fn content_garbage(&self) -> ArchiveResult<Vec<ContentHash>> {
         // Referenced again (the same content archived since): alive, not garbage. Looked up
-        // per garbage hash in the content indexes: `hash IN (SELECT ...)` had SQLite copy
+        // per garbage hash in `items_content`: `hash IN (SELECT ...)` had SQLite copy
         // every archived message's hash into a temporary table at each retention run.
         self.db.execute(
             "DELETE FROM content_garbage \
-             WHERE EXISTS (SELECT 1 FROM archived a WHERE a.content_sha256 = content_garbage.hash) \
-             OR EXISTS (SELECT 1 FROM items i WHERE i.content_sha256 = content_garbage.hash)",
+             WHERE EXISTS (SELECT 1 FROM items i WHERE i.content_sha256 = content_garbage.hash)",
             [],
         )?;
         let mut stmt = self.db.prepare("SELECT hash FROM content_garbage")?;

@@ -322,6 +322,64 @@ fn retention_deletes_what_expired_keeps_what_is_held_and_leaves_shared_content()
     assert_eq!(store.newest_item_id().unwrap(), Some(ItemId(6)));
 }
 
+#[test]
+fn content_is_alive_while_any_item_refers_to_it_also_in_a_database_that_had_archived_content() {
+    use crate::{Expiry, Holds};
+    use mailjournal_queue::ContentHash;
+    let dir = temp_dir("archived-content");
+    let mut store = index(&dir);
+    archive_one(&mut store, 1, "short", 10, "a@x", &["legal@x"], 7);
+    archive_one(&mut store, 2, "short", 20, "b@x", &["bob@x"], 7);
+    drop(store);
+    // As an earlier version left it: the second index on archived messages' content, and
+    // (written by none, but not assumed) an archived message whose item lacks the hash.
+    {
+        let db = Connection::open(dir.join("archive.sqlite3")).unwrap();
+        db.execute_batch(
+            "CREATE INDEX archived_content ON archived(content_sha256);
+             UPDATE items SET content_sha256 = NULL WHERE id = '0000000000000002';",
+        )
+        .unwrap();
+    }
+    let mut store = index(&dir);
+    let db = Connection::open(dir.join("archive.sqlite3")).unwrap();
+    let exists = |sql: &str| db.prepare(sql).unwrap().exists([]).unwrap();
+    assert!(!exists(
+        "SELECT 1 FROM sqlite_master WHERE name = 'archived_content'"
+    ));
+    assert!(exists(
+        "SELECT 1 FROM items WHERE id = '0000000000000002' AND content_sha256 IS NOT NULL"
+    ));
+    // The reference check is one index lookup, never a scan of the items.
+    let plan: Vec<String> = db
+        .prepare("EXPLAIN QUERY PLAN SELECT 1 FROM items WHERE content_sha256 = ?1")
+        .unwrap()
+        .query_map(["x"], |r| r.get(3))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        plan.iter()
+            .all(|step| step.contains("USING") && step.contains("items_content")),
+        "{plan:#?}"
+    );
+    let expire_before = |store: &mut SqliteIndex, seconds: u64| {
+        let expiries = [Expiry {
+            definition: "short".into(),
+            received_before: Timestamp(seconds * 1000),
+        }];
+        store
+            .delete_expired(&expiries, &Holds::default(), 10, Timestamp(99_000))
+            .unwrap()
+    };
+    // 1 goes; its content is still 2's.
+    assert_eq!(expire_before(&mut store, 15), [ItemId(1)]);
+    assert!(store.content_garbage().unwrap().is_empty());
+    // 2 goes too: now nothing refers to it.
+    assert_eq!(expire_before(&mut store, 25), [ItemId(2)]);
+    assert_eq!(store.content_garbage().unwrap(), [ContentHash([7; 32])]);
+}
+
 /// An archived form with one Bcc recipient per address.
 fn archival(message_id: &str, recipients: &[&str]) -> crate::Archival {
     crate::Archival {

@@ -50,8 +50,14 @@ impl Locations {
         // As the index: consistent always; what the last commits said may be lost in a power
         // loss, which the pack's durable mark and the check at open make up for.
         db.pragma_update(None, "synchronous", "NORMAL")?;
-        // Keyed by hash, as the index's content columns: the same reason for a large cache.
+        // Keyed by hash, as the index's content columns: the same reasons for a large cache
+        // and a long WAL.
         db.pragma_update(None, "cache_size", -crate::embedded::index::CACHE_KIB)?;
+        db.pragma_update(
+            None,
+            "wal_autocheckpoint",
+            crate::embedded::index::WAL_CHECKPOINT_PAGES,
+        )?;
         Ok(Locations { db })
     }
 
