@@ -239,7 +239,7 @@ pub struct Record {
 
 /// Queue ids as text in the log: the same 16 hex digits as in replies and `status`, and
 /// anything else is damage, never a file name.
-mod id_text {
+pub(crate) mod id_text {
     use mailjournal_queue::ItemId;
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -247,7 +247,7 @@ mod id_text {
         s.collect_str(id)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ItemId, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ItemId, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         text.parse().map_err(serde::de::Error::custom)
     }

@@ -797,3 +797,32 @@ async fn a_kept_segment_is_deleted_with_its_data_files_and_a_second_delete_is_ha
     );
     assert_eq!(usage(&dir).unwrap().kept_segments, 1);
 }
+
+#[tokio::test]
+async fn a_message_is_read_back_only_under_its_own_id_and_only_from_an_intact_frame() {
+    let dir = temp_dir("read-back");
+    let (spool, _, _) = open(&dir);
+    let first = commit_bytes(&spool, b"Subject: first\r\n\r\none\r\n").await;
+    let second = commit_bytes(&spool, b"Subject: second\r\n\r\ntwo\r\n").await;
+    let mut reader = SpoolReader::new(&dir.join("spool"));
+    assert_eq!(
+        reader.read(second.id, second.location).unwrap(),
+        b"Subject: second\r\n\r\ntwo\r\n"
+    );
+    // Another message's frame is not this one's bytes.
+    let wrong = reader.read(first.id, second.location).unwrap_err();
+    assert_eq!(wrong.kind(), io::ErrorKind::InvalidData);
+    // A flipped byte in the stored message fails its frame's CRC.
+    let offset = first.location.log_offset.unwrap() - first.location.segment;
+    let log = first_segment(&dir);
+    let mut bytes = fs::read(&log).unwrap();
+    let at = bytes[offset as usize..]
+        .windows(3)
+        .position(|w| w == b"one")
+        .unwrap();
+    bytes[offset as usize + at] = b'0';
+    fs::write(&log, bytes).unwrap();
+    let mut reader = SpoolReader::new(&dir.join("spool"));
+    let damaged = reader.read(first.id, first.location).unwrap_err();
+    assert_eq!(damaged.kind(), io::ErrorKind::InvalidData);
+}
