@@ -117,10 +117,15 @@ CREATE TRIGGER item_counts_delete AFTER DELETE ON items BEGIN
 END;
 ";
 
+/// True when the database has the table or index (`kind`) called `name`.
+fn has_schema_object(db: &Connection, kind: &str, name: &str) -> rusqlite::Result<bool> {
+    db.prepare("SELECT 1 FROM sqlite_master WHERE type = ?1 AND name = ?2")?
+        .exists([kind, name])
+}
+
 /// True when the database keeps [`ITEM_COUNTS`] (every database the server has opened since).
 pub(crate) fn keeps_item_counts(db: &Connection) -> rusqlite::Result<bool> {
-    db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'item_counts'")?
-        .exists([])
+    has_schema_object(db, "table", "item_counts")
 }
 
 /// Brings a database made by an earlier version up to [`SCHEMA`]: columns added since.
@@ -143,10 +148,7 @@ fn migrate(db: &Connection) -> rusqlite::Result<()> {
     db.execute_batch("DROP INDEX IF EXISTS archived_message_id")?;
     // Likewise `archived_content`: `items_content` answers for archived messages too once
     // every archived message's item carries its hash (filled in here for any that does not).
-    let has_archived_content = db
-        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'archived_content'")?
-        .exists([])?;
-    if has_archived_content {
+    if has_schema_object(db, "index", "archived_content")? {
         db.execute_batch(
             "BEGIN IMMEDIATE; \
              UPDATE items SET content_sha256 = \

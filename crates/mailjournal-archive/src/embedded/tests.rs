@@ -166,10 +166,12 @@ fn retry_takes_any_item_that_is_not_settled_or_held() {
     assert_eq!(store.retry_requests().unwrap(), [ItemId(1), ItemId(2)]);
 }
 
-/// The plan SQLite makes for `find`'s statement.
-fn plan(dir: &std::path::Path, query: &crate::Query) -> Vec<String> {
-    let (sql, values) = super::reader::find_sql(query);
-    let db = Connection::open(dir.join("archive.sqlite3")).unwrap();
+/// The steps of the plan SQLite makes for `sql` with `values`.
+fn query_plan(
+    db: &Connection,
+    sql: &str,
+    values: impl IntoIterator<Item = rusqlite::types::Value>,
+) -> Vec<String> {
     let mut stmt = db.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
     stmt.query_map(rusqlite::params_from_iter(values), |r| {
         r.get::<_, String>(3)
@@ -177,6 +179,13 @@ fn plan(dir: &std::path::Path, query: &crate::Query) -> Vec<String> {
     .unwrap()
     .map(Result::unwrap)
     .collect()
+}
+
+/// The plan SQLite makes for `find`'s statement.
+fn plan(dir: &std::path::Path, query: &crate::Query) -> Vec<String> {
+    let (sql, values) = super::reader::find_sql(query);
+    let db = Connection::open(dir.join("archive.sqlite3")).unwrap();
+    query_plan(&db, &sql, values)
 }
 
 #[test]
@@ -351,13 +360,11 @@ fn content_is_alive_while_any_item_refers_to_it_also_in_a_database_that_had_arch
         "SELECT 1 FROM items WHERE id = '0000000000000002' AND content_sha256 IS NOT NULL"
     ));
     // The reference check is one index lookup, never a scan of the items.
-    let plan: Vec<String> = db
-        .prepare("EXPLAIN QUERY PLAN SELECT 1 FROM items WHERE content_sha256 = ?1")
-        .unwrap()
-        .query_map(["x"], |r| r.get(3))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let plan = query_plan(
+        &db,
+        "SELECT 1 FROM items WHERE content_sha256 = ?1",
+        ["x".to_owned().into()],
+    );
     assert!(
         plan.iter()
             .all(|step| step.contains("USING") && step.contains("items_content")),
