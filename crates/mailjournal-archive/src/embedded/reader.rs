@@ -8,7 +8,9 @@ use mailjournal_queue::{ContentHash, ItemId, StateName, Timestamp};
 use rusqlite::{Connection, OptionalExtension};
 
 use super::content;
-use super::index::{item_content, item_id, keeps_item_counts, settled_sql, state_name};
+use super::index::{
+    item_content, item_id, keeps_item_counts, pending_sql, settled_sql, state_name,
+};
 use crate::{
     ArchiveError, ArchiveReader, ArchiveResult, ArchivedMessage, ArchivedRecipient, ConnectorRow,
     ItemRow, MessageRecipient, Query, Report, RetentionCounts,
@@ -106,10 +108,7 @@ impl Reader {
 
     /// When the oldest item that is not settled arrived.
     pub fn oldest_pending(&self) -> ArchiveResult<Option<Timestamp>> {
-        let sql = format!(
-            "SELECT MIN(received_at) FROM items WHERE state NOT IN ({})",
-            settled_sql()
-        );
+        let sql = format!("SELECT MIN(received_at) FROM items WHERE {}", pending_sql());
         let oldest: Option<i64> = self.db.query_row(&sql, [], |r| r.get(0))?;
         Ok(oldest.map(|t| Timestamp(t as u64)))
     }

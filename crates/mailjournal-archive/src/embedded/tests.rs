@@ -387,6 +387,58 @@ fn content_is_alive_while_any_item_refers_to_it_also_in_a_database_that_had_arch
     assert_eq!(store.content_garbage().unwrap(), [ContentHash([7; 32])]);
 }
 
+#[test]
+fn writing_an_item_builds_no_temporary_table_and_the_oldest_pending_look_uses_its_index() {
+    let dir = temp_dir("pending-index");
+    drop(index(&dir));
+    // As earlier versions made it.
+    {
+        let db = Connection::open(dir.join("archive.sqlite3")).unwrap();
+        db.execute_batch(&format!(
+            "DROP INDEX items_pending; \
+             CREATE INDEX items_pending ON items(received_at) WHERE state NOT IN ({});",
+            super::index::settled_sql()
+        ))
+        .unwrap();
+    }
+    let store = index(&dir);
+    store.add_item(&item(7, None)).unwrap();
+    let db = Connection::open(dir.join("archive.sqlite3")).unwrap();
+    let opcodes = |sql: &str| -> Vec<String> {
+        db.prepare(&format!("EXPLAIN {sql}"))
+            .unwrap()
+            .query_map([], |r| r.get(1))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    for sql in [
+        "INSERT INTO items (id, definition, sender, recipient, received_at, size, state, updated_at) \
+         VALUES ('0000000000000008', 'd', '<>', 'j@x', 1, 1, 'waiting', 1)",
+        "UPDATE items SET state = 'archived' WHERE id = '0000000000000007'",
+    ] {
+        let ops = opcodes(sql);
+        assert!(
+            !ops.iter().any(|op| op == "OpenEphemeral"),
+            "{sql}: {ops:?}"
+        );
+    }
+    let plan = query_plan(
+        &db,
+        &format!(
+            "SELECT MIN(received_at) FROM items WHERE {}",
+            super::index::pending_sql()
+        ),
+        [],
+    );
+    assert!(
+        plan.iter().any(|step| step.contains("items_pending")),
+        "{plan:#?}"
+    );
+    let reader = Reader::open(&dir).unwrap();
+    assert_eq!(reader.oldest_pending().unwrap(), Some(Timestamp(1)));
+}
+
 /// An archived form with one Bcc recipient per address.
 fn archival(message_id: &str, recipients: &[&str]) -> crate::Archival {
     crate::Archival {
