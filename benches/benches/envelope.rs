@@ -119,5 +119,40 @@ fn from_file(c: &mut Criterion) {
     let _ = std::fs::remove_file(&path);
 }
 
-criterion_group!(benches, parse, from_file);
+/// What the pipeline reads of an EML item for its de-duplication key (fields, then the sent
+/// date), on a message like the load client's, beside mail-parser's parse of its headers.
+fn eml_key(c: &mut Criterion) {
+    let options = ParseOptions {
+        journal_type: Format::Eml,
+        ..Default::default()
+    };
+    let mut message = b"From: <alice@contoso.com>\r\nTo: <journaling@journal.example.com>\r\n\
+Subject: bench\r\nDate: Mon, 6 May 2024 09:14:58 +0000\r\nMIME-Version: 1.0\r\n\
+Message-ID: <1.2.3@bench.example.org>\r\n\r\n"
+        .to_vec();
+    message.resize(20_480, b'x');
+    let mut group = c.benchmark_group("eml_key");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    group.bench_function("mailjournal/parse+sent_at-20KB", |b| {
+        b.iter(|| {
+            let item = JournalItem::parse(black_box(&message), &options);
+            black_box((item.message_id().map(str::len), item.sent_at(&options)))
+        })
+    });
+    group.bench_function("mail-parser/parse_headers-20KB", |b| {
+        b.iter(|| {
+            black_box(
+                MessageParser::new()
+                    .parse_headers(black_box(&message))
+                    .and_then(|m| m.date().map(|d| d.to_timestamp())),
+            )
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parse, from_file, eml_key);
 criterion_main!(benches);

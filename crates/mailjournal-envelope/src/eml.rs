@@ -18,12 +18,19 @@ use crate::envelope::{Envelope, Recipient, RecipientField};
 /// assert_eq!(e.subject.as_deref(), Some("café"));
 /// ```
 pub fn fields(headers: &[u8]) -> Envelope<'static> {
+    fields_and_date(headers).0
+}
+
+/// [`fields`], and the `Date` as seconds since the Unix epoch, from the one parse: an EML
+/// item's sent date is part of its de-duplication key, and parsing the headers a second time
+/// for it cost as much as the first parse.
+pub(crate) fn fields_and_date(headers: &[u8]) -> (Envelope<'static>, Option<i64>) {
     let mut envelope = Envelope::default();
     let Some(message) = MessageParser::new().parse_headers(headers) else {
         envelope
             .warnings
             .push("no header fields could be read".to_owned());
-        return envelope;
+        return (envelope, None);
     };
     envelope.sender = message.from().and_then(first_address);
     envelope.subject = message.subject().map(|s| Cow::Owned(s.to_owned()));
@@ -45,7 +52,7 @@ pub fn fields(headers: &[u8]) -> Envelope<'static> {
             }
         }
     }
-    envelope
+    (envelope, message.date().map(|d| d.to_timestamp()))
 }
 
 fn first_address(list: &Address<'_>) -> Option<Cow<'static, str>> {

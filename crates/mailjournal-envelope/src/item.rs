@@ -174,6 +174,9 @@ pub struct JournalItem<'a> {
     clear_text: Option<Span>,
     clear_text_encoding: TransferEncoding,
     warnings: Vec<String>,
+    /// An EML item's `Date`, read with its other fields; `None` for an envelope report,
+    /// whose original's headers [`sent_at`](Self::sent_at) parses.
+    eml_sent_at: Option<i64>,
 }
 
 impl<'a> JournalItem<'a> {
@@ -202,7 +205,7 @@ impl<'a> JournalItem<'a> {
     ) -> Self {
         let block = header::header_block(input);
         let headers = &input[..block.fields_len.min(MAX_HEADER_BYTES)];
-        let mut fields = eml::fields(headers);
+        let (mut fields, sent_at) = eml::fields_and_date(headers);
         warnings.append(&mut fields.warnings);
         if !block.terminated && !input.is_empty() {
             warnings.push("no blank line after the header block".to_owned());
@@ -222,6 +225,7 @@ impl<'a> JournalItem<'a> {
             clear_text: None,
             clear_text_encoding: TransferEncoding::Identity,
             warnings,
+            eml_sent_at: sent_at,
         }
     }
 
@@ -365,6 +369,10 @@ impl JournalItem<'_> {
     /// ```
     pub fn sent_at(&self, options: &ParseOptions) -> Option<i64> {
         let message = self.archived_message(options);
+        // An EML item archived as received: its headers were parsed already, Date with them.
+        if self.format == Format::Eml && std::ptr::eq(&*message, self.input) {
+            return self.eml_sent_at;
+        }
         let block = header::header_block(&message);
         let headers = &message[..block.fields_len.min(MAX_HEADER_BYTES)];
         let parsed = mail_parser::MessageParser::new().parse_headers(headers)?;
@@ -598,6 +606,7 @@ impl Report {
             clear_text: clear.map(|(p, _)| Span::of(&p)),
             clear_text_encoding: clear.map_or(TransferEncoding::Identity, |(_, e)| e),
             warnings,
+            eml_sent_at: None,
         })
     }
 

@@ -325,4 +325,47 @@ proptest! {
         let removed_any = bcc.len().min(keep.len()) > 0;
         prop_assert_eq!(matches!(stripped, std::borrow::Cow::Owned(_)), removed_any);
     }
+
+    /// An EML item's sent date comes from the parse that read its other fields; it must be
+    /// what mail-parser reads from the archived message alone (the last `Date`, folded or
+    /// not, none when unreadable), with or without journal headers removed.
+    #[test]
+    fn an_eml_items_sent_date_is_the_archived_messages_date(
+        dates in prop::collection::vec(
+            prop_oneof![
+                (1u32..28, 0usize..12, 1990u32..2040, 0u32..24, 0u32..60, -1200i32..1400)
+                    .prop_map(|(d, m, y, h, min, z)| {
+                        let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][m];
+                        format!("Mon, {d} {month} {y} {h:02}:{min:02}:07 {z:+05}")
+                    }),
+                "[ -~]{0,30}",
+            ],
+            0..3,
+        ),
+        folded in any::<bool>(),
+        journal_header in any::<bool>(),
+        remove in any::<bool>(),
+        lf in any::<bool>(),
+    ) {
+        let nl = if lf { "\n" } else { "\r\n" };
+        let mut message = format!("From: a@x.com{nl}");
+        if journal_header {
+            message += &format!("X-MS-Exchange-Organization-BCC: boss@x.com{nl}");
+        }
+        for date in &dates {
+            match date.split_once(' ') {
+                Some((first, rest)) if folded => message += &format!("Date: {first}{nl}\t{rest}{nl}"),
+                _ => message += &format!("Date: {date}{nl}"),
+            }
+            message += &format!("Subject: s{nl}");
+        }
+        message += &format!("{nl}Date: Tue, 1 Jan 2030 00:00:00 +0000{nl}");
+        let options = ParseOptions { journal_type: Format::Eml, remove_journal_headers: remove, ..Default::default() };
+        let item = JournalItem::parse(message.as_bytes(), &options);
+        let archived = item.archived_message(&options);
+        let expected = mail_parser::MessageParser::new()
+            .parse_headers(&archived[..])
+            .and_then(|m| m.date().map(|d| d.to_timestamp()));
+        prop_assert_eq!(item.sent_at(&options), expected);
+    }
 }
